@@ -1,0 +1,238 @@
+"""ModuleIndex: the facts of one module, collected in a single walk."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple, Union
+
+import libcst as cst
+
+from trainlint.analysis.names import Imports, dotted
+from trainlint.analysis.walk import walk
+
+Scope = Optional[Union[cst.FunctionDef, cst.Lambda]]  # None is the module scope
+Loop = Union[cst.For, cst.While]
+
+
+class ModuleIndex:
+    """Everything a rule may want to look up, keyed so that lookups are dictionary reads.
+
+    - `parent[node]`: the parent of every meaningful node (statements and expressions).
+    - `scope[node]`: the enclosing function (None at module level) of calls, assignments,
+      divisions and loops.
+    - `functions[name]`: module-level functions; `methods[(class, name)]`: methods.
+    - `assigns[scope][name]`: the values assigned to a local name, in source order.
+    - `attr_assigns[name]`: values assigned to `self.name` anywhere in the module.
+    - `calls`, `divisions`, `loops`: every node of that kind, in source order.
+    """
+
+    def __init__(self, module: cst.Module, source: str = "") -> None:
+        self.module = module
+        self.source = source
+        self.imports = Imports()
+        self.parent: Dict[cst.CSTNode, Optional[cst.CSTNode]] = {}
+        self.scope: Dict[cst.CSTNode, Scope] = {}
+        self.cls_of: Dict[cst.CSTNode, Optional[cst.ClassDef]] = {}
+        self.functions: Dict[str, cst.FunctionDef] = {}
+        self.methods: Dict[Tuple[str, str], cst.FunctionDef] = {}
+        self.classes: Dict[str, cst.ClassDef] = {}
+        self.all_functions: List[cst.FunctionDef] = []
+        self.assigns: Dict[Scope, Dict[str, List[cst.BaseExpression]]] = defaultdict(lambda: defaultdict(list))
+        self.attr_assigns: Dict[str, List[cst.BaseExpression]] = defaultdict(list)
+        self.calls: List[cst.Call] = []
+        self.divisions: List[cst.CSTNode] = []  # BinaryOperation(/) and AugAssign(/=)
+        self.loops: List[Loop] = []
+        self.withs: List[cst.With] = []
+        self._cache: Dict[str, object] = {}
+        self._build()
+
+    # -- construction -------------------------------------------------------------------------
+    def _build(self) -> None:
+        parent = self.parent
+        scope_of = self.scope
+        cls_of = self.cls_of
+        # scope and class of a node are those of its parent, unless the parent opens one.
+        for node, par in walk(self.module):
+            parent[node] = par
+            if par is None:
+                scope, klass = None, None
+            else:
+                scope, klass = scope_of.get(par), cls_of.get(par)
+                if isinstance(par, (cst.FunctionDef, cst.Lambda)):
+                    scope = par
+                elif isinstance(par, cst.ClassDef):
+                    klass = par
+                    scope = None if scope is None else scope
+            scope_of[node] = scope
+            cls_of[node] = klass
+
+            if isinstance(node, cst.Call):
+                self.calls.append(node)
+            elif isinstance(node, cst.BinaryOperation):
+                if isinstance(node.operator, cst.Divide):
+                    self.divisions.append(node)
+            elif isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                self._record_assign(node, scope)
+            elif isinstance(node, (cst.For, cst.While)):
+                self.loops.append(node)
+            elif isinstance(node, cst.With):
+                self.withs.append(node)
+            elif isinstance(node, cst.FunctionDef):
+                self.all_functions.append(node)
+                # A method is a function whose parent chain reaches a ClassDef body directly.
+                owner = self._owner_class(node)
+                if owner is not None:
+                    self.methods[(owner.name.value, node.name.value)] = node
+                elif scope is None:
+                    self.functions[node.name.value] = node
+                else:
+                    self.functions.setdefault(node.name.value, node)
+            elif isinstance(node, cst.ClassDef):
+                self.classes[node.name.value] = node
+            elif isinstance(node, (cst.Import, cst.ImportFrom)):
+                self.imports.add(node)
+
+    def _owner_class(self, fn: cst.FunctionDef) -> Optional[cst.ClassDef]:
+        p = self.parent.get(fn)
+        # FunctionDef -> IndentedBlock -> ClassDef (or SimpleStatementSuite never holds a def)
+        if isinstance(p, cst.IndentedBlock):
+            gp = self.parent.get(p)
+            if isinstance(gp, cst.ClassDef):
+                return gp
+        return None
+
+    def _record_assign(self, node, scope: Scope) -> None:
+        if isinstance(node, cst.Assign):
+            targets = [t.target for t in node.targets]
+            value = node.value
+        elif isinstance(node, cst.AnnAssign):
+            if node.value is None:
+                return
+            targets = [node.target]
+            value = node.value
+        else:  # AugAssign: x /= y is recorded as a division
+            if isinstance(node.operator, cst.DivideAssign):
+                self.divisions.append(node)
+            return
+        for target in targets:
+            self._bind(target, value, scope)
+
+    def _bind(self, target, value, scope: Scope) -> None:
+        if isinstance(target, cst.Name):
+            self.assigns[scope][target.value].append(value)
+        elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+            self.attr_assigns[target.attr.value].append(value)
+        elif isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)):
+            if len(target.elements) == len(value.elements):
+                for t, v in zip(target.elements, value.elements):
+                    self._bind(t.value, v.value, scope)
+
+    # -- queries -------------------------------------------------------------------------------
+    def cached(self, key: str, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def qualify(self, expr: cst.BaseExpression) -> Optional[str]:
+        return self.imports.qualify(expr)
+
+    def callee(self, call: cst.Call) -> Optional[str]:
+        """Qualified name of what a call calls (`torch.optim.Adam`, `self.criterion`, `len`)."""
+        return self.imports.qualify(call.func)
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    def enclosing(self, node: cst.CSTNode, types) -> Optional[cst.CSTNode]:
+        p = self.parent.get(node)
+        while p is not None and not isinstance(p, types):
+            p = self.parent.get(p)
+        return p
+
+    def statement_of(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
+        """The statement (simple or compound) that contains `node`."""
+        p: Optional[cst.CSTNode] = node
+        while p is not None and not isinstance(p, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+            p = self.parent.get(p)
+        return p
+
+    def line_of_statement(self, node: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
+        p = self.parent.get(node)
+        while p is not None and not isinstance(p, cst.SimpleStatementLine):
+            if isinstance(p, cst.BaseCompoundStatement):
+                return None
+            p = self.parent.get(p)
+        return p
+
+    def values_of(self, name: str, scope: Scope) -> List[cst.BaseExpression]:
+        """Values assigned to `name` in `scope`, else in the module scope."""
+        vals = self.assigns.get(scope, {}).get(name) if scope in self.assigns else None
+        if vals:
+            return vals
+        if scope is not None and None in self.assigns:
+            return self.assigns[None].get(name, [])
+        return []
+
+    def resolve_value(self, expr: cst.BaseExpression, scope: Scope, depth: int = 3) -> cst.BaseExpression:
+        """Follow `x` to its single assigned value (and `self.x` to its single value in the module)."""
+        seen = 0
+        while seen < depth:
+            seen += 1
+            if isinstance(expr, cst.Name):
+                vals = self.values_of(expr.value, scope)
+                if len(vals) != 1:
+                    return expr
+                expr = vals[0]
+            elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+                vals = self.attr_assigns.get(expr.attr.value, [])
+                if len(vals) != 1:
+                    return expr
+                expr = vals[0]
+            else:
+                return expr
+        return expr
+
+    def is_param(self, name: str, scope: Scope) -> bool:
+        if not isinstance(scope, (cst.FunctionDef, cst.Lambda)):
+            return False
+        params = scope.params
+        for p in (*params.posonly_params, *params.params, *params.kwonly_params):
+            if p.name.value == name:
+                return True
+        return False
+
+
+def call_arg(call: cst.Call, keyword: str, position: Optional[int] = None) -> Optional[cst.Arg]:
+    """The argument passed as `keyword=` (or at `position`, counting positional arguments)."""
+    pos = 0
+    for arg in call.args:
+        if arg.keyword is not None:
+            if arg.keyword.value == keyword:
+                return arg
+        elif arg.star:
+            return None if position is not None and pos <= position else None
+        else:
+            if position is not None and pos == position:
+                return arg
+            pos += 1
+    return None
+
+
+def has_star_args(call: cst.Call) -> bool:
+    return any(a.star for a in call.args)
+
+
+def method_name(call: cst.Call) -> Optional[str]:
+    """`step` for `x.step(...)`, else None."""
+    if isinstance(call.func, cst.Attribute):
+        return call.func.attr.value
+    return None
+
+
+def receiver(call: cst.Call) -> Optional[cst.BaseExpression]:
+    if isinstance(call.func, cst.Attribute):
+        return call.func.value
+    return None
+
+
+__all__ = ["ModuleIndex", "call_arg", "method_name", "receiver", "dotted", "has_star_args"]

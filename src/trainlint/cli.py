@@ -1,0 +1,172 @@
+"""The command line: `trainlint [check] PATHS`, `trainlint rule`, `trainlint run`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional, Sequence
+
+import click
+
+from trainlint import __version__
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class DefaultGroup(click.Group):
+    """`trainlint PATHS` means `trainlint check PATHS`, as `ruff PATHS` once meant `ruff check`."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            args = ["check", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("trainlint", "[check] [OPTIONS] [PATHS]...\n       trainlint COMMAND [ARGS]...")
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=DefaultGroup, context_settings=CONTEXT, invoke_without_command=False)
+@click.version_option(__version__, "--version", prog_name="trainlint")
+def main():
+    """Find the bugs that make deep-learning training spike, go NaN or silently stop learning.
+
+    \b
+    Static linter (the default command):
+      trainlint src/                     lint files and folders (default: .)
+      trainlint --fix src/               apply safe fixes
+      trainlint rule TL001               explain a rule
+    Runtime checks:
+      trainlint run train.py [ARGS]...   run a script and watch the training for NaN, spikes, ...
+
+    Exit status: 0 no findings, 1 findings left, 2 usage, configuration or internal error.
+    """
+
+
+def _split_codes(values: Sequence[str]) -> List[str]:
+    out: List[str] = []
+    for v in values:
+        out.extend(c.strip().upper() for c in v.split(",") if c.strip())
+    return out
+
+
+@main.command("check", context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--select", multiple=True, metavar="CODES", help="Rules to enable (comma-separated codes or prefixes, e.g. TL001,TL00). Replaces the configured set.")
+@click.option("--extend-select", multiple=True, metavar="CODES", help="Rules to enable in addition to the configured ones.")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Rules to disable.")
+@click.option("--fix/--no-fix", default=False, help="Apply safe fixes (with --unsafe-fixes also the unsafe ones).")
+@click.option("--unsafe-fixes/--no-unsafe-fixes", default=None, help="Allow fixes that may change behaviour.")
+@click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing (exit 1 if there are any).")
+@click.option("--show-fixes", is_flag=True, help="List the fixes applied by --fix.")
+@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github", "sarif"]), default=None, help="How to print findings. [default: full, or concise with -q]")
+@click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of the findings.")
+@click.option("--exit-zero", is_flag=True, help="Exit with 0 even when findings remain.")
+@click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit with 1 if any fix was applied, even if nothing remains.")
+@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this pyproject.toml for every file instead of discovering one.")
+@click.option("--extend-exclude", multiple=True, metavar="PATTERN", help="More paths to exclude (globs).")
+@click.option("--force-exclude", is_flag=True, help="Apply excludes also to paths named on the command line (for pre-commit).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@click.option("--cache-dir", type=click.Path(), metavar="DIR", help="Where to keep the cache. [default: .trainlint_cache]")
+@click.option("--stdin-filename", metavar="NAME", help="With '-' as the path: the name of the file read from standard input.")
+@click.option("-j", "--jobs", type=click.IntRange(0), default=0, metavar="N", help="Processes to use (0: one per core).")
+@click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or progress.")
+def check(paths, select, extend_select, ignore, fix, unsafe_fixes, diff, show_fixes, output_format,
+          statistics, exit_zero, exit_non_zero_on_fix, config_path, extend_exclude, force_exclude,
+          no_cache, cache_dir, stdin_filename, jobs, quiet):
+    """Lint PATHS (files or folders; default: the current folder).
+
+    \b
+    Examples:
+      trainlint .                           lint the project
+      trainlint --select TL001 train.py     one rule, one file
+      trainlint --fix --unsafe-fixes src/   apply every fix
+      trainlint --output-format json src/   machine-readable findings
+    """
+    from trainlint.checker import CheckOptions, run_check
+
+    opts = CheckOptions(
+        paths=list(paths) or ["."],
+        select=_split_codes(select),
+        extend_select=_split_codes(extend_select),
+        ignore=_split_codes(ignore),
+        fix=fix,
+        unsafe_fixes=unsafe_fixes,
+        diff=diff,
+        show_fixes=show_fixes,
+        output_format=output_format or ("concise" if quiet else "full"),
+        statistics=statistics,
+        exit_zero=exit_zero,
+        exit_non_zero_on_fix=exit_non_zero_on_fix,
+        config_path=config_path,
+        extend_exclude=list(extend_exclude),
+        force_exclude=force_exclude,
+        no_cache=no_cache,
+        cache_dir=cache_dir,
+        stdin_filename=stdin_filename,
+        jobs=jobs,
+        quiet=quiet,
+    )
+    sys.exit(run_check(opts))
+
+
+@main.command("rule", context_settings=CONTEXT)
+@click.argument("code", required=False)
+@click.option("--all", "show_all", is_flag=True, help="List every rule: code, name, fix, summary.")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text")
+def rule(code, show_all, output_format):
+    """Explain a rule (e.g. `trainlint rule TL001`), or list them all with --all."""
+    from trainlint.rule_pages import print_rule, print_rules
+
+    if show_all or not code:
+        sys.exit(print_rules(output_format))
+    sys.exit(print_rule(code, output_format))
+
+
+@main.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-m", "module", is_flag=True, help="Run TARGET as a module, like `python -m`.")
+@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github"]), default="full", help="How to print findings.")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots.")
+@click.option("--select", multiple=True, metavar="CODES", help="Runtime checks to enable (default: all TL1xx).")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Runtime checks to disable.")
+@click.option("--every", type=click.IntRange(1), default=None, metavar="N", help="Read device-side values every N steps (default 50).")
+@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="pyproject.toml with [tool.trainlint.runtime] thresholds.")
+@click.option("-q", "--quiet", is_flag=True, help="Print findings only.")
+@click.argument("target")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(module, output_format, report, select, ignore, every, config_path, quiet, target, args):
+    """Run a training script (or -m MODULE) with runtime checks attached.
+
+    The script runs in this process exactly as `python SCRIPT ARGS...` would (same sys.argv, __main__,
+    working directory and exit status). Findings print when it ends, even if it fails or is interrupted.
+    Needs torch (`pip install "trainlint[runtime]"`).
+
+    \b
+    Example:
+      trainlint run --report run.html train.py --epochs 3
+    """
+    try:
+        from trainlint.runtime.runner import run_main
+    except ImportError as exc:  # pragma: no cover - torch missing
+        click.echo(f"trainlint: error: the runtime mode needs torch: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    sys.exit(
+        run_main(
+            target=target,
+            args=list(args),
+            module=module,
+            output_format=output_format,
+            report=report,
+            select=_split_codes(select),
+            ignore=_split_codes(ignore),
+            every=every,
+            config_path=config_path,
+            quiet=quiet,
+        )
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""Every rule code trainlint knows, static and runtime (no rule implementation is imported here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional
+
+DOCS_URL = "https://github.com/trainlint/trainlint/blob/main/rules/"
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    name: str
+    summary: str
+    kind: str  # "static" | "runtime"
+    severity: str = "error"
+    fix: Optional[str] = None  # "safe" | "unsafe" | None
+    confirms: Optional[str] = None  # runtime: the static rule it confirms
+
+    @property
+    def page(self) -> str:
+        return f"{self.code}-{self.name}.md"
+
+
+CODES: Dict[str, Code] = {
+    c.code: c
+    for c in [
+        Code("TL001", "missing-zero-grad",
+             "gradients are never cleared between optimizer steps, or cleared between backward() and step()",
+             "static", fix="unsafe"),
+        Code("TL002", "dice-smooth-numerator",
+             "the same smoothing term is added to numerator and denominator of a Dice/Tversky/IoU loss",
+             "static", fix="unsafe"),
+        Code("TL003", "double-loss-reduction",
+             "a loss that is already a batch mean is divided by the batch size again",
+             "static", fix="unsafe"),
+        Code("TL004", "train-loader-drop-last",
+             "a training DataLoader without drop_last=True while the loss scale depends on the batch size",
+             "static", fix="unsafe"),
+        Code("TL005", "optimizer-eps-underflow",
+             "an adaptive optimizer on fp16 parameters with an eps that fp16 rounds to 0",
+             "static", fix="safe"),
+        Code("TL101", "non-finite-loss", "the loss became NaN/Inf", "runtime"),
+        Code("TL102", "non-finite-gradient", "a gradient or parameter became NaN/Inf", "runtime"),
+        Code("TL103", "gradients-not-cleared",
+             "an optimizer step ran on gradients not cleared since the previous step", "runtime",
+             confirms="TL001"),
+        Code("TL104", "short-batch-loss-spike",
+             "the loss on short batches is systematically off the scale of full batches", "runtime",
+             confirms="TL004"),
+        Code("TL105", "exploding-gradients", "gradient norm far above its running level", "runtime"),
+        Code("TL106", "collapsed-gradients",
+             "gradient norm collapses to ~0 while the loss is not small", "runtime", confirms="TL002"),
+        Code("TL107", "eps-underflow", "an optimizer eps is 0 in its state dtype", "runtime",
+             confirms="TL005"),
+    ]
+}
+
+# TL000 is not a rule: it reports a file that could not be linted (syntax error, bad encoding,
+# internal error). It cannot be selected away.
+TL000 = Code("TL000", "file-error", "the file could not be linted", "static")
+
+STATIC_CODES: List[str] = [c for c, v in CODES.items() if v.kind == "static"]
+RUNTIME_CODES: List[str] = [c for c, v in CODES.items() if v.kind == "runtime"]
+
+
+def rule_url(code: str) -> str:
+    info = CODES.get(code)
+    return DOCS_URL + info.page if info else DOCS_URL
+
+
+def expand_selectors(selectors: Iterable[str], universe: Iterable[str]) -> List[str]:
+    """Expand `ALL`, `TL`, `TL0`, `TL00`, `TL001` style selectors; raise ValueError on an unknown one."""
+    universe = list(universe)
+    out: List[str] = []
+    for sel in selectors:
+        s = sel.strip().upper()
+        if not s:
+            continue
+        if s == "ALL":
+            matched = universe
+        else:
+            matched = [c for c in universe if c.startswith(s)]
+            if not matched and not any(c.startswith(s) for c in CODES):
+                raise ValueError(f"unknown rule selector {sel!r}")
+        for c in matched:
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def is_valid_selector(sel: str) -> bool:
+    s = sel.strip().upper()
+    return s == "ALL" or any(c.startswith(s) for c in CODES) and len(s) >= 2

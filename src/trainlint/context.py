@@ -1,0 +1,86 @@
+"""What a rule sees of one file, and how it reports."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from trainlint.analysis.index import ModuleIndex
+from trainlint.codes import CODES
+from trainlint.diagnostics import Applicability, Diagnostic, Edit, Fix, Location
+from trainlint.source import LineIndex
+
+
+class RuleContext:
+    def __init__(self, index: ModuleIndex, filename: str, text: str, options: Dict[str, Dict[str, Any]]):
+        self.index = index
+        self.filename = filename
+        self.text = text
+        self.options = options
+        self.diagnostics: List[Diagnostic] = []
+        self._positions = None
+        self._lines: Optional[LineIndex] = None
+        self.code = ""  # set by the engine to the rule being run
+
+    # -- positions (computed only when a rule reports) ---------------------------------------------
+    @property
+    def lines(self) -> LineIndex:
+        if self._lines is None:
+            self._lines = LineIndex(self.text)
+        return self._lines
+
+    def range(self, node: cst.CSTNode) -> Tuple[Location, Location]:
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.index.module, unsafe_skip_copy=True)
+            self._positions = wrapper.resolve(PositionProvider)
+        r = self._positions[node]
+        return Location(r.start.line, r.start.column + 1), Location(r.end.line, r.end.column + 1)
+
+    def indent_of(self, node: cst.CSTNode) -> str:
+        start, _ = self.range(node)
+        line = self.lines.line(start.row)
+        return line[: len(line) - len(line.lstrip(" \t"))]
+
+    def option(self, name: str, default=None):
+        return self.options.get(self.code, {}).get(name, default)
+
+    # -- fixes -------------------------------------------------------------------------------------
+    def replace(self, node: cst.CSTNode, content: str) -> Edit:
+        start, end = self.range(node)
+        return Edit(content, start, end)
+
+    def insert_before_statement(self, stmt: cst.CSTNode, line_text: str) -> Edit:
+        """Insert a line (same indentation as `stmt`) just before statement `stmt`."""
+        start, _ = self.range(stmt)
+        indent = self.indent_of(stmt)
+        return Edit(f"{line_text}\n{indent}", start, start)
+
+    def delete_statement_line(self, stmt: cst.CSTNode) -> Edit:
+        """Delete a whole statement line, including its indentation and line ending."""
+        start, end = self.range(stmt)
+        return Edit("", Location(start.row, 1), Location(end.row + 1, 1))
+
+    @staticmethod
+    def fix(applicability: str, message: str, *edits: Edit) -> Fix:
+        return Fix(Applicability(applicability), message, tuple(edits))
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def report(self, node: cst.CSTNode, message: str, fix: Optional[Fix] = None,
+               severity: Optional[str] = None, code: Optional[str] = None) -> None:
+        code = code or self.code
+        info = CODES[code]
+        start, end = self.range(node)
+        self.diagnostics.append(
+            Diagnostic(
+                code=code,
+                name=info.name,
+                message=message,
+                filename=self.filename,
+                location=start,
+                end_location=end,
+                severity=severity or info.severity,
+                fix=fix,
+            )
+        )

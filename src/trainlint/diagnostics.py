@@ -1,0 +1,137 @@
+"""The diagnostic model shared by the static linter and the runtime mode."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+
+class Applicability(str, enum.Enum):
+    """How safe a fix is to apply without a human looking at it (Ruff's terms)."""
+
+    SAFE = "safe"  # keeps the program's meaning; applied by `--fix`
+    UNSAFE = "unsafe"  # may change behaviour; needs `--unsafe-fixes`
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """1-based row, 1-based column (in characters)."""
+
+    row: int
+    column: int
+
+    def to_json(self) -> Dict[str, int]:
+        return {"row": self.row, "column": self.column}
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace the text between two locations (end exclusive) with `content`.
+
+    `content` uses "\\n" for new lines; the fixer turns it into the file's own line ending.
+    """
+
+    content: str
+    location: Location
+    end_location: Location
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "content": self.content,
+            "location": self.location.to_json(),
+            "end_location": self.end_location.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Fix:
+    applicability: Applicability
+    message: str
+    edits: Tuple[Edit, ...]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "applicability": self.applicability.value,
+            "message": self.message,
+            "edits": [e.to_json() for e in self.edits],
+        }
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    name: str
+    message: str
+    filename: str
+    location: Location
+    end_location: Location
+    severity: str = "error"  # "error" | "warning"
+    fix: Optional[Fix] = None
+    cell: Optional[int] = None
+    # Runtime findings only: step, epoch, evidence, confirms.
+    runtime: Optional[Dict[str, Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        from trainlint.codes import rule_url
+
+        return rule_url(self.code)
+
+    def sort_key(self):
+        return (self.filename, self.cell or 0, self.location, self.code)
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "code": self.code,
+            "name": self.name,
+            "message": self.message,
+            "severity": self.severity,
+            "filename": self.filename,
+            "cell": self.cell,
+            "location": self.location.to_json(),
+            "end_location": self.end_location.to_json(),
+            "fix": self.fix.to_json() if self.fix else None,
+            "url": self.url,
+        }
+        if self.runtime is not None:
+            out["step"] = self.runtime.get("step")
+            out["epoch"] = self.runtime.get("epoch")
+            out["evidence"] = self.runtime.get("evidence", {})
+            out["confirms"] = self.runtime.get("confirms")
+        return out
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "Diagnostic":
+        """Inverse of to_json (used by the cache)."""
+        fix = None
+        if data.get("fix"):
+            f = data["fix"]
+            fix = Fix(
+                Applicability(f["applicability"]),
+                f["message"],
+                tuple(
+                    Edit(
+                        e["content"],
+                        Location(**e["location"]),
+                        Location(**e["end_location"]),
+                    )
+                    for e in f["edits"]
+                ),
+            )
+        runtime = None
+        if "step" in data:
+            runtime = {k: data.get(k) for k in ("step", "epoch", "evidence", "confirms")}
+        return cls(
+            code=data["code"],
+            name=data["name"],
+            message=data["message"],
+            filename=data["filename"],
+            location=Location(**data["location"]),
+            end_location=Location(**data["end_location"]),
+            severity=data.get("severity", "error"),
+            fix=fix,
+            cell=data.get("cell"),
+            runtime=runtime,
+        )

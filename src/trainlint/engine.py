@@ -1,0 +1,184 @@
+"""Lint one source text: prefilter, parse once, index once, run every selected rule, filter noqa."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from trainlint.codes import TL000
+from trainlint.diagnostics import Diagnostic, Location
+from trainlint.source import SourceError
+from trainlint.suppression import filter_suppressed
+
+
+@dataclass
+class LintResult:
+    filename: str
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    parsed: bool = False
+    fixed: int = 0  # fixes applied (fix mode)
+    new_text: Optional[str] = None  # the fixed text, when fixes were applied
+    old_text: Optional[str] = None  # the text before fixes (for --diff)
+
+
+def file_error(filename: str, message: str, row: int = 1, column: int = 1) -> Diagnostic:
+    return Diagnostic(
+        code=TL000.code,
+        name=TL000.name,
+        message=message,
+        filename=filename,
+        location=Location(row, column),
+        end_location=Location(row, column),
+        severity="error",
+    )
+
+
+def _rules_matching(text: str, codes: Sequence[str]):
+    from trainlint.rules import load
+
+    out = []
+    for rule in load(list(codes)):
+        if all(any(w in text for w in group) for group in rule.PREFILTER):
+            out.append(rule)
+    return out
+
+
+def parse(text: str):
+    """Parse with LibCST, turning every failure into a SourceError with a location."""
+    import libcst
+
+    try:
+        return libcst.parse_module(text)
+    except libcst.ParserSyntaxError as exc:
+        msg = str(exc.message) if hasattr(exc, "message") else str(exc)
+        raise SourceError(f"syntax error: {msg.strip()}", exc.raw_line, exc.raw_column + 1)
+    except RecursionError:
+        raise SourceError("code is nested too deeply for the parser")
+    except Exception as exc:  # LibCST's native parser may raise other errors on odd input
+        raise SourceError(f"cannot parse file: {type(exc).__name__}: {exc}")
+
+
+def lint_text(
+    text: str,
+    filename: str,
+    codes: Sequence[str],
+    options: Dict[str, Dict[str, Any]],
+) -> LintResult:
+    result = LintResult(filename)
+    rules = _rules_matching(text, codes)
+    if not rules:
+        return result
+    try:
+        module = parse(text)
+    except SourceError as exc:
+        result.diagnostics.append(file_error(filename, exc.message, exc.row, exc.column))
+        return result
+    result.parsed = True
+
+    from trainlint.analysis.index import ModuleIndex
+    from trainlint.context import RuleContext
+
+    try:
+        index = ModuleIndex(module, text)
+    except RecursionError:
+        result.diagnostics.append(file_error(filename, "code is nested too deeply to analyse"))
+        return result
+    ctx = RuleContext(index, filename, text, options)
+    for rule in rules:
+        ctx.code = rule.CODE
+        before = len(ctx.diagnostics)
+        try:
+            rule.check(ctx)
+        except Exception as exc:  # one rule's bug must not hide the other findings
+            del ctx.diagnostics[before:]
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            ctx.diagnostics.append(
+                file_error(
+                    filename,
+                    f"internal error in {rule.CODE}: {type(exc).__name__}: {exc} "
+                    f"(at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno}); please report this at "
+                    "https://github.com/trainlint/trainlint/issues with the file if you can",
+                )
+            )
+    diags = filter_suppressed(text, ctx.diagnostics)
+    diags.sort(key=Diagnostic.sort_key)
+    result.diagnostics = diags
+    return result
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    path: str
+    codes: List[str]
+    options: Dict[str, Dict[str, Any]]
+    fix: bool = False  # compute fixes
+    write: bool = False  # write fixed files
+    unsafe: bool = False
+
+
+def process(job: Job) -> LintResult:
+    """Lint (and maybe fix) one file on disk. Never raises for a problem with the file."""
+    from trainlint.fixer import fix_text
+    from trainlint.source import atomic_write, read_source
+
+    try:
+        src = read_source(job.path)
+    except SourceError as exc:
+        return LintResult(job.path, [file_error(job.path, exc.message, exc.row, exc.column)])
+    try:
+        if not job.fix:
+            return lint_text(src.text, job.path, job.codes, job.options)
+        new_text, applied, remaining = fix_text(
+            src.text, job.path, job.codes, job.options, job.unsafe, src.newline
+        )
+        result = LintResult(job.path, remaining, parsed=True, fixed=applied)
+        if applied:
+            result.new_text = new_text
+            result.old_text = src.text
+            if job.write:
+                try:
+                    atomic_write(job.path, src.encode(new_text))
+                except (OSError, UnicodeEncodeError) as exc:
+                    result.fixed = 0
+                    result.diagnostics.append(file_error(job.path, f"cannot write fixed file: {exc}"))
+        return result
+    except RecursionError:
+        return LintResult(job.path, [file_error(job.path, "code is nested too deeply to analyse")])
+    except Exception as exc:  # pragma: no cover - last line of defence
+        return LintResult(
+            job.path,
+            [file_error(job.path, f"internal error: {type(exc).__name__}: {exc}; please report this")],
+        )
+
+
+def run_jobs(jobs: List[Job], workers: int = 0, progress=None) -> List[LintResult]:
+    """Run jobs, over a process pool when there are enough files to pay for it."""
+    import os
+
+    n = workers or (os.cpu_count() or 1)
+    if n <= 1 or len(jobs) < 24:
+        out = []
+        for j in jobs:
+            out.append(process(j))
+            if progress:
+                progress(1)
+        return out
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(16, len(jobs) // (n * 8)))
+    results: List[LintResult] = []
+    try:
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            for r in pool.map(process, jobs, chunksize=chunk):
+                results.append(r)
+                if progress:
+                    progress(1)
+    except (OSError, RuntimeError):  # no process support (sandbox): fall back to one process
+        done = {r.filename for r in results}
+        for j in jobs:
+            if j.path not in done:
+                results.append(process(j))
+    return results

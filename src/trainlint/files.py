@@ -1,0 +1,78 @@
+"""Which files to lint: walking paths, excludes, Python and notebook files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from trainlint.config import ConfigResolver, match_path, _relpath
+
+PY_SUFFIXES = (".py", ".pyi")
+
+
+@dataclass
+class Discovery:
+    files: List[str] = field(default_factory=list)
+    errors: List[Tuple[str, str]] = field(default_factory=list)  # (path, message): usage errors
+    warnings: List[Tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+def is_excluded(path: str, resolver: ConfigResolver) -> bool:
+    settings = resolver.for_path(path)
+    rel = _relpath(path, settings.root)
+    name = os.path.basename(os.path.normpath(path))
+    for pattern in settings.exclude_patterns():
+        if "/" in pattern.rstrip("/"):
+            if match_path(pattern, rel):
+                return True
+        elif match_path(pattern, name):
+            return True
+    return False
+
+
+def discover(paths: List[str], resolver: ConfigResolver, force_exclude: bool = False) -> Discovery:
+    out = Discovery()
+    seen = set()
+
+    def add(p: str) -> None:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.files.append(p)
+
+    for path in paths:
+        if not os.path.lexists(path):
+            out.errors.append((path, "no such file or directory"))
+            continue
+        if os.path.isdir(path):
+            if force_exclude and is_excluded(path, resolver):
+                continue
+            _walk(path, resolver, add, out)
+        elif os.path.isfile(path):
+            if force_exclude and is_excluded(path, resolver):
+                continue
+            add(path)  # an explicitly named file is linted whatever its suffix
+        else:
+            out.errors.append((path, "not a regular file or directory (broken symlink?)"))
+    return out
+
+
+def _walk(root: str, resolver: ConfigResolver, add, out: Discovery) -> None:
+    def onerror(exc: OSError) -> None:
+        out.warnings.append((exc.filename or root, f"cannot read directory: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
+        dirnames[:] = sorted(
+            d for d in dirnames if not is_excluded(os.path.join(dirpath, d), resolver)
+        )
+        for name in sorted(filenames):
+            if not name.endswith(PY_SUFFIXES):
+                continue
+            full = os.path.join(dirpath, name)
+            if is_excluded(full, resolver):
+                continue
+            if os.path.islink(full) and not os.path.exists(full):
+                out.warnings.append((full, "broken symlink"))
+                continue
+            add(full)

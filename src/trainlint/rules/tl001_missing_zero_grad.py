@@ -1,0 +1,153 @@
+"""TL001 missing-zero-grad: gradients never cleared between optimizer steps, or cleared too late.
+
+PyTorch accumulates into `.grad` on every backward(). Unless something clears the gradients between two
+optimizer steps, each step applies the sum of all gradients so far: the effective learning rate grows
+every iteration and training diverges or goes NaN. Clearing between backward() and step() is the
+opposite bug: step() sees zeros and the model never learns.
+
+The rule reads the paths of every training loop (see `analysis/training.py`) and reports, at the
+optimizer's step() call:
+  1. the loop steps an optimizer but nothing in the loop clears its gradients;
+  2. one branch of an `if` clears and steps while another branch steps without clearing;
+  3. `opt.zero_grad()` runs after backward() and before the step() of the same optimizer.
+A path that skips a clear for any other reason (clears and steps under different conditions, as in
+gradient accumulation) is left alone: the rule cannot tell intent from a bug there.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Set
+
+import libcst as cst
+
+from trainlint.analysis.training import Event, LoopFacts, training_analysis
+from trainlint.context import RuleContext
+
+CODE = "TL001"
+# Prefilter: every group must have one of its words in the file.
+PREFILTER = (("step",), ("backward",))
+
+
+def check(ctx: RuleContext) -> None:
+    analysis = training_analysis(ctx.index)
+    reported: Set[cst.CSTNode] = set()
+    for facts in analysis.loops():
+        if not facts.is_training_loop:
+            continue
+        for key in facts.step_keys():
+            _check_optimizer(ctx, facts, key, reported)
+
+
+def _steps(facts: LoopFacts, key: str) -> List[Event]:
+    out: Dict[cst.CSTNode, Event] = {}
+    for p in facts.paths:
+        for e in p.events:
+            if e.kind == "S" and e.key == key and not e.inner:
+                out.setdefault(e.node, e)
+    return list(out.values())
+
+
+def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set[cst.CSTNode]) -> None:
+    steps = [e for e in _steps(facts, key) if not e.accumulate]
+    if not steps:
+        return
+    any_clear = any(e.clears(key) for e in facts.events)
+    if not any_clear:
+        for s in steps:
+            if s.node in reported:
+                continue
+            reported.add(s.node)
+            where = "in this loop" if s.depth == 0 else "on the way from the loop to this step"
+            ctx.report(
+                s.node,
+                f"`{key}.step()` runs every iteration but `{key}`'s gradients are never cleared {where}: "
+                "each step applies the sum of all gradients so far. "
+                f"Call `{key}.zero_grad()` once per step (or clear every `accum` steps when accumulating)",
+                fix=_insert_fix(ctx, facts, key),
+            )
+        return
+
+    # 2. A branch steps without clearing while its sibling branch clears.
+    for p in facts.paths:
+        if p.exit in ("break", "return"):
+            continue
+        if any(e.clears(key) for e in p.events):
+            continue
+        for e in p.events:
+            if e.kind != "S" or e.key != key or e.inner or e.accumulate or e.node in reported:
+                continue
+            for tag in e.tags:
+                if _sibling_must_clear(facts, tag, key):
+                    reported.add(e.node)
+                    ctx.report(
+                        e.node,
+                        f"`{key}.step()` can run without `{key}`'s gradients having been cleared: another branch "
+                        "clears them but this one does not, so gradients pile up across iterations that take it",
+                        fix=_insert_fix(ctx, facts, key),
+                    )
+                    break
+
+    # 3. Cleared between backward() and step().
+    for p in facts.paths:
+        ev = p.events + p.events
+        for i, c in enumerate(ev):
+            if c.kind != "C" or c.key != key or c.inner:
+                continue
+            before = ev[:i]
+            if not any(b.kind == "B" for b in before):
+                continue
+            for s in ev[i + 1:]:
+                if s.kind == "B":
+                    break
+                if s.kind == "S" and s.key == key and not s.inner and s.tags == c.tags and s.node not in reported:
+                    backward = next(b for b in reversed(before) if b.kind == "B")
+                    reported.add(s.node)
+                    ctx.report(
+                        s.node,
+                        f"`{key}.zero_grad()` runs after backward() and before `{key}.step()`: the step sees "
+                        "zeroed gradients and the model does not learn. Clear the gradients before backward()",
+                        fix=_move_fix(ctx, c, backward, key),
+                    )
+                    break
+
+
+def _sibling_must_clear(facts: LoopFacts, tag, key: str) -> bool:
+    node_id, branch = tag
+    for (nid, b), paths in facts.branches.items():
+        if nid == node_id and b != branch and paths and all(
+            any(e.clears(key) for e in p.events) for p in paths
+        ):
+            return True
+    return False
+
+
+def _insert_fix(ctx: RuleContext, facts: LoopFacts, key: str):
+    body = facts.loop.body
+    if not isinstance(body, cst.IndentedBlock) or not body.body:
+        return None
+    first = body.body[0]
+    return ctx.fix(
+        "unsafe",
+        f"Insert `{key}.zero_grad()` at the start of the loop body",
+        ctx.insert_before_statement(first, f"{key}.zero_grad()"),
+    )
+
+
+def _move_fix(ctx: RuleContext, clear: Event, backward: Event, key: str):
+    line, bline = clear.stmt, backward.stmt
+    if (
+        line is None
+        or bline is None
+        or not isinstance(line, cst.SimpleStatementLine)
+        or not isinstance(bline, cst.SimpleStatementLine)
+        or len(line.body) != 1
+        or ctx.index.parent.get(line) is not ctx.index.parent.get(bline)
+    ):
+        return None
+    text = ctx.index.code(line.body[0]).strip()
+    return ctx.fix(
+        "unsafe",
+        f"Move `{text}` to just before the backward() call",
+        ctx.insert_before_statement(bline, text),
+        ctx.delete_statement_line(line),
+    )
