@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 BOM = b"\xef\xbb\xbf"
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
 
 
 class SourceError(Exception):
@@ -51,7 +52,11 @@ def decode(data: bytes) -> SourceFile:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
-        raise SourceError(f"bad encoding declaration: {exc.msg if hasattr(exc, 'msg') else exc}")
+        head = data.split(b"\n", 2)[:2]
+        if not any(_COOKIE.match(line) for line in head):
+            encoding = "utf-8"  # no cookie: the file is just not UTF-8 (reported below)
+        else:
+            raise SourceError(f"bad encoding declaration: {exc.msg if hasattr(exc, 'msg') else exc}")
     if encoding == "utf-8-sig":
         encoding = "utf-8"
     body = data[len(BOM):] if bom else data

@@ -110,9 +110,11 @@ class ModuleIndex:
                 return
             targets = [node.target]
             value = node.value
-        else:  # AugAssign: x /= y is recorded as a division
+        else:  # AugAssign: x /= y is recorded as a division, and x gets one more (opaque) value
             if isinstance(node.operator, cst.DivideAssign):
                 self.divisions.append(node)
+            if isinstance(node.target, cst.Name):
+                self.assigns[scope][node.target.value].append(node)
             return
         for target in targets:
             self._bind(target, value, scope)

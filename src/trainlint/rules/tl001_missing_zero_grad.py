@@ -57,12 +57,11 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
             if s.node in reported:
                 continue
             reported.add(s.node)
-            where = "in this loop" if s.depth == 0 else "on the way from the loop to this step"
             ctx.report(
                 s.node,
-                f"`{key}.step()` runs every iteration but `{key}`'s gradients are never cleared {where}: "
-                "each step applies the sum of all gradients so far. "
-                f"Call `{key}.zero_grad()` once per step (or clear every `accum` steps when accumulating)",
+                f"`{_text(ctx, s)}` runs in a training loop{_via(ctx, facts, s)} that never clears `{key}`'s "
+                "gradients: each step applies the sum of all gradients so far. "
+                f"Call `{key}.zero_grad()` once per iteration",
                 fix=_insert_fix(ctx, facts, key),
             )
         return
@@ -81,8 +80,9 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
                     reported.add(e.node)
                     ctx.report(
                         e.node,
-                        f"`{key}.step()` can run without `{key}`'s gradients having been cleared: another branch "
-                        "clears them but this one does not, so gradients pile up across iterations that take it",
+                        f"`{_text(ctx, e)}` can run without `{key}`'s gradients having been cleared: another "
+                        "branch clears them but this one does not, so gradients pile up across the iterations "
+                        "that take it",
                         fix=_insert_fix(ctx, facts, key),
                     )
                     break
@@ -109,6 +109,16 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
                         fix=_move_fix(ctx, c, backward, key),
                     )
                     break
+
+
+def _text(ctx: RuleContext, e: Event) -> str:
+    return ctx.index.code(e.node).strip()
+
+
+def _via(ctx: RuleContext, facts: LoopFacts, e: Event) -> str:
+    if e.depth == 0:
+        return ""
+    return f" (line {ctx.range(facts.loop)[0].row}, through a call)"
 
 
 def _sibling_must_clear(facts: LoopFacts, tag, key: str) -> bool:

@@ -1,0 +1,93 @@
+"""TL002 dice-smooth-numerator: the same smoothing term in numerator and denominator of an overlap ratio.
+
+`1 - (2*inter + smooth) / (denom + smooth)`: when a batch (or an image) has an empty target and the
+network predicts nothing, the ratio is smooth/smooth = 1, a "perfect" score with no gradient, and with
+a large smooth the loss surface flattens so that training collapses (MONAI issue, field report
+`monai-dice-smooth-instability`). With the term only in the denominator it is stable.
+
+The rule looks at every division whose numerator (after following local assignments) is an overlap
+(a product of two tensors, a sum of one, or a name like `inter`/`tp`) plus a term, and whose
+denominator adds the same term to other terms. The term must look like a constant (a number, a name or
+attribute such as `self.smooth`); numerators and denominators with different terms (`smooth_nr`,
+`smooth_dr`) are left alone, as are ratios that are not overlaps (`(mean + eps) / (std + eps)`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import libcst as cst
+
+from trainlint.analysis.expr import Resolver, additive_terms, is_smoothing_term
+from trainlint.context import RuleContext
+
+CODE = "TL002"
+PREFILTER = (("/",), ("smooth", "eps", "inter", "dice", "Dice", "tversky", "Tversky", "iou", "IoU", "jaccard",
+                      "Jaccard", "tp"))
+
+
+def check(ctx: RuleContext) -> None:
+    index = ctx.index
+    for div in index.divisions:
+        if not isinstance(div, cst.BinaryOperation):
+            continue
+        scope = index.scope.get(div)
+        res = Resolver(index, scope)
+        num_node = _owner_sum(div.left, res)
+        den_node = _owner_sum(div.right, res)
+        if num_node is None or den_node is None:
+            continue
+        num_terms = additive_terms(num_node)
+        den_terms = additive_terms(den_node)
+        if len(num_terms) < 2 or len(den_terms) < 2:
+            continue
+        den_codes = {index.code(t).strip() for t in den_terms}
+        for term in num_terms:
+            code = index.code(term).strip()
+            if code not in den_codes or not is_smoothing_term(term):
+                continue
+            others = [t for t in num_terms if t is not term]
+            if not any(res.is_overlap(t) for t in others):
+                continue
+            if not any(index.code(t).strip() != code for t in den_terms):
+                continue
+            ctx.report(
+                div,
+                f"`{code}` is added to both the numerator and the denominator of this Dice/Tversky/IoU "
+                "ratio, which can make training collapse (the loss jumps and gradients go to zero). "
+                f"Add `{code}` to the denominator only",
+                fix=_fix(ctx, num_node, term),
+            )
+            break
+
+
+def _owner_sum(expr: cst.BaseExpression, res: Resolver) -> Optional[cst.BaseExpression]:
+    """The additive expression behind `expr`: itself, or the single value of a local name."""
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+        return expr
+    if isinstance(expr, (cst.Name, cst.Attribute)):
+        v = res.value(expr)
+        if isinstance(v, cst.BinaryOperation) and isinstance(v.operator, cst.Add):
+            return v
+    return None
+
+
+def _fix(ctx: RuleContext, num: cst.BaseExpression, term: cst.BaseExpression):
+    found = _parent_sum(num, term)
+    if found is None:
+        return None
+    binop, other = found
+    # Positions exclude a node's own parentheses, so they stay around the shortened numerator.
+    content = ctx.index.code(other).strip()
+    return ctx.fix("unsafe", f"Remove `{ctx.index.code(term).strip()}` from the numerator",
+                   ctx.replace(binop, content))
+
+
+def _parent_sum(node: cst.BaseExpression, term) -> Optional[Tuple[cst.BinaryOperation, cst.BaseExpression]]:
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        if node.right is term:
+            return node, node.left
+        if node.left is term:
+            return node, node.right
+        return _parent_sum(node.left, term) or _parent_sum(node.right, term)
+    return None

@@ -1,0 +1,230 @@
+"""TL004 train-loader-drop-last: a training DataLoader keeps the short last batch while the loss scale
+depends on the batch size.
+
+When the dataset size is not a multiple of the batch size, the last batch of every epoch is short. If the
+loss is a sum over the batch, is divided by a fixed configured batch size, or is averaged twice (TL003),
+that batch's loss (and gradient) has a different scale: a spike once per epoch that momentum carries on
+(Keras SSD field report; the PyTorch answer there is `drop_last=True`).
+
+A DataLoader is for training when a loop that runs backward() iterates it; when no loop in the module
+iterates it, when its name says `train` or it shuffles. Validation/test loaders, mean-reduced losses,
+losses divided by the actual batch length (`x.size(0)`) and datasets whose literal size is a multiple of
+the literal batch size are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional
+
+import libcst as cst
+
+from trainlint.analysis.expr import leaf_name, number_value
+from trainlint.analysis.index import ModuleIndex, call_arg, method_name, receiver
+from trainlint.analysis.losses import Losses
+from trainlint.analysis.training import training_analysis
+from trainlint.analysis.walk import walk
+from trainlint.context import RuleContext
+
+CODE = "TL004"
+PREFILTER = (("DataLoader",), ("backward",))
+
+_EVAL = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
+_TRAIN = re.compile(r"train", re.IGNORECASE)
+
+
+def check(ctx: RuleContext) -> None:
+    index = ctx.index
+    names = ctx.option("batch-size-names", ["batch_size", "bs", "bsz"])
+    names = ctx.options.get("TL003", {}).get("batch-size-names", names)
+    analysis = training_analysis(index)
+    for call in index.calls:
+        q = index.callee(call) or ""
+        if not (q == "DataLoader" or q.endswith(".DataLoader")):
+            continue
+        if any(a.star for a in call.args):
+            continue  # drop_last may come from **kwargs
+        drop = call_arg(call, "drop_last", 7)
+        if drop is not None and not (isinstance(drop.value, cst.Name) and drop.value.value == "False"):
+            continue
+        label = _label(index, call)
+        loops = _loops_iterating(index, label, index.scope.get(call)) if label else []
+        if loops:
+            training = [lp for lp in loops if _has_backward(analysis, lp)]
+            if not training:
+                continue  # iterated only by loops without backward(): evaluation
+        else:
+            if label and _EVAL.search(label):
+                continue
+            if not (label and _TRAIN.search(label)) and not _shuffles(call):
+                continue
+            training = [f.loop for f in analysis.loops() if f.has_backward()]
+        if _divisible(index, call):
+            continue
+        reason = None
+        for lp in training:
+            reason = _batch_dependence(index, analysis, lp, names, _batch_size_literal(call))
+            if reason:
+                break
+        if not reason:
+            continue
+        where, why = reason
+        ctx.report(
+            call,
+            f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch (no "
+            f"drop_last=True) while the loss backpropagated at line {ctx.range(where)[0].row} {why}: that "
+            "batch's loss has a different scale, a spike once per epoch. Pass drop_last=True, or make the "
+            "loss independent of the batch size",
+            fix=_fix(ctx, call, drop),
+        )
+
+
+def _label(index: ModuleIndex, call: cst.Call) -> Optional[str]:
+    p = index.parent.get(call)
+    if isinstance(p, cst.Assign) and len(p.targets) == 1:
+        return index.code(p.targets[0].target).strip()
+    if isinstance(p, (cst.AnnAssign,)):
+        return index.code(p.target).strip()
+    if isinstance(p, cst.Return):
+        fn = index.scope.get(call)
+        return getattr(getattr(fn, "name", None), "value", None)
+    if isinstance(p, cst.Arg) and p.keyword is not None:
+        return p.keyword.value
+    return None
+
+
+def _loops_iterating(index: ModuleIndex, label: str, scope) -> List[cst.For]:
+    """Loops over the loader: a local name only in its own scope, `self.x` anywhere in the module."""
+    local = "." not in label
+    out = []
+    for loop in index.loops:
+        if not isinstance(loop, cst.For) or (local and index.scope.get(loop) is not scope):
+            continue
+        for node, _ in walk(loop.iter):
+            if isinstance(node, (cst.Name, cst.Attribute)) and index.code(node).strip() == label:
+                out.append(loop)
+                break
+    return out
+
+
+def _has_backward(analysis, loop) -> bool:
+    facts = analysis.facts(loop)
+    return facts is not None and facts.has_backward()
+
+
+def _shuffles(call: cst.Call) -> bool:
+    a = call_arg(call, "shuffle", 2)
+    return a is not None and isinstance(a.value, cst.Name) and a.value.value == "True"
+
+
+def _batch_size_literal(call: cst.Call) -> Optional[float]:
+    a = call_arg(call, "batch_size", 1)
+    return number_value(a.value) if a is not None else None
+
+
+def _divisible(index: ModuleIndex, call: cst.Call) -> bool:
+    """The dataset's literal length is a multiple of the literal batch size: no short batch."""
+    bs = _batch_size_literal(call)
+    if not bs or not call.args or call.args[0].keyword is not None:
+        return False
+    scope = index.scope.get(call)
+    ds = index.resolve_value(call.args[0].value, scope)
+    n = _literal_length(index, ds, scope, 0)
+    return n is not None and n % bs == 0
+
+
+def _literal_length(index: ModuleIndex, expr, scope, depth) -> Optional[float]:
+    if depth > 3 or not isinstance(expr, cst.Call) or not expr.args:
+        return None
+    q = (index.callee(expr) or "").rsplit(".", 1)[-1]
+    first = index.resolve_value(expr.args[0].value, scope)
+    if q in ("randn", "rand", "zeros", "ones", "empty", "arange", "range", "randint", "full"):
+        if q == "randint" and len(expr.args) >= 3:
+            size = expr.args[2].value
+            if isinstance(size, (cst.Tuple, cst.List)) and size.elements:
+                return number_value(size.elements[0].value)
+            return None
+        return number_value(first)
+    return _literal_length(index, first, scope, depth + 1)
+
+
+def _loss_of_backward(call: cst.Call) -> Optional[cst.BaseExpression]:
+    m = method_name(call)
+    recv = receiver(call)
+    if m == "backward" and recv is not None and not call.args:
+        if isinstance(recv, cst.Call) and method_name(recv) == "scale" and recv.args:
+            return recv.args[0].value
+        return recv
+    if call.args:
+        return call.args[0].value
+    return recv
+
+
+def _batch_dependence(index: ModuleIndex, analysis, loop, names, bs_literal):
+    facts = analysis.facts(loop)
+    if facts is None:
+        return None
+    sizes = (bs_literal,) if bs_literal else ()
+    for ev in facts.events:
+        if ev.kind != "B":
+            continue
+        loss = _loss_of_backward(ev.node)
+        if loss is None:
+            continue
+        scope = index.scope.get(ev.node)
+        why = _dependence(Losses(index, scope, names), loss, sizes, 0)
+        if why:
+            return ev.node, why
+    return None
+
+
+def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
+    if depth > 5:
+        return None
+    if isinstance(expr, cst.Name):
+        vals = losses.index.values_of(expr.value, losses.scope)
+        if any(_normalised(losses, v) for v in vals):
+            return None
+        for v in vals:
+            if isinstance(v, cst.AugAssign):
+                continue
+            why = _dependence(losses, v, sizes, depth + 1)
+            if why:
+                return why
+        return None
+    if isinstance(expr, cst.BinaryOperation):
+        if isinstance(expr.operator, cst.Divide):
+            if losses.actual_batch_length(expr.right):
+                if losses.reduction(expr.left) == "mean":
+                    return "is averaged over the batch twice (see TL003)"
+                return None
+            if losses.configured_batch_size(expr.right, sizes):
+                return f"is divided by the fixed batch size `{losses.index.code(expr.right).strip()}`"
+            return _dependence(losses, expr.left, sizes, depth + 1)
+        if isinstance(expr.operator, (cst.Add, cst.Subtract, cst.Multiply)):
+            return _dependence(losses, expr.left, sizes, depth + 1) or _dependence(losses, expr.right, sizes, depth + 1)
+        return None
+    if losses.reduction(expr) == "sum":
+        return "is a sum over the batch"
+    return None
+
+
+def _normalised(losses: Losses, v) -> bool:
+    if isinstance(v, cst.AugAssign) and isinstance(v.operator, cst.DivideAssign):
+        return losses.actual_batch_length(v.value)
+    return False
+
+
+def _fix(ctx: RuleContext, call: cst.Call, drop: Optional[cst.Arg]):
+    if drop is not None:
+        if drop.keyword is None:
+            return None
+        edit = ctx.replace(drop.value, "True")
+    else:
+        if not call.args:
+            return None
+        _, end = ctx.range(call.args[-1].value)
+        from trainlint.diagnostics import Edit
+
+        edit = Edit(", drop_last=True", end, end)
+    return ctx.fix("unsafe", "Pass drop_last=True (drops up to batch_size - 1 samples per epoch)", edit)

@@ -1,0 +1,339 @@
+"""TL001 missing-zero-grad: true positives (marked `# expect: TL001`) and near-misses."""
+
+import pytest
+from helpers import assert_fix_roundtrip, expected, found
+
+C = ["TL001"]
+
+BAD = {
+    "no_clearing_at_all": """
+        import torch
+        model = Net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for epoch in range(10):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()  # expect: TL001
+    """,
+    "cleared_once_before_the_loop": """
+        from torch import optim
+        opt = optim.Adam(net.parameters())
+        opt.zero_grad()
+        for batch in train_loader:
+            out = net(batch["x"])
+            loss = F.cross_entropy(out, batch["y"])
+            loss.backward()
+            opt.step()  # expect: TL001
+    """,
+    "cleared_per_epoch_stepped_per_batch": """
+        for epoch in range(epochs):
+            optimizer.zero_grad()
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()  # expect: TL001
+    """,
+    "one_branch_clears_the_other_steps": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            if use_amp:
+                optimizer.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()  # expect: TL001
+    """,
+    "gan_generator_never_cleared": """
+        import torch
+        opt_g = torch.optim.Adam(G.parameters(), lr=2e-4)
+        opt_d = torch.optim.Adam(D.parameters(), lr=2e-4)
+        for real, _ in loader:
+            opt_d.zero_grad()
+            d_loss = D(real).mean() - D(G(noise()).detach()).mean()
+            d_loss.backward()
+            opt_d.step()
+            g_loss = -D(G(noise())).mean()
+            g_loss.backward()
+            opt_g.step()  # expect: TL001
+    """,
+    "helper_with_backward_and_step": """
+        def train_step(model, opt, batch):
+            loss = model(batch).mean()
+            loss.backward()
+            opt.step()  # expect: TL001
+            return loss.item()
+
+        def fit(model, optimizer, loader, epochs):
+            for epoch in range(epochs):
+                for batch in loader:
+                    train_step(model, optimizer, batch)
+    """,
+    "method_called_through_self": """
+        import torch
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+                self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 10)
+
+            def training_step(self, batch):
+                loss = self.model(batch)
+                loss.backward()
+                self.optimizer.step()  # expect: TL001
+                self.scheduler.step()
+
+            def fit(self, loader):
+                for batch in loader:
+                    self.training_step(batch)
+    """,
+    "cleared_between_backward_and_step": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.zero_grad()
+            optimizer.step()  # expect: TL001
+    """,
+    "while_loop_with_alias_import": """
+        from torch.optim import Adam as A
+        o = A(model.parameters())
+        step = 0
+        while step < max_steps:
+            with torch.autocast("cuda"):
+                loss = model(next(it)).sum()
+            loss.backward()
+            o.step()  # expect: TL001
+            step += 1
+    """,
+    "inside_try_and_if": """
+        for i, batch in enumerate(loader):
+            try:
+                if batch is not None:
+                    loss = model(batch)
+                    loss.backward()
+                    optimizer.step()  # expect: TL001
+            except RuntimeError:
+                continue
+    """,
+}
+
+GOOD = {
+    "zero_grad_at_loop_start": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """,
+    "zero_grad_at_loop_end": """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    """,
+    "gradient_accumulation": """
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if (i + 1) % accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """,
+    "accumulation_clear_at_window_start": """
+        for i, (x, y) in enumerate(loader):
+            if i % accum_steps == 0:
+                optimizer.zero_grad()
+            loss = criterion(model(x), y) / accum_steps
+            loss.backward()
+            if (i + 1) % accum_steps == 0:
+                optimizer.step()
+    """,
+    "micro_batches_inner_loop": """
+        for batch in loader:
+            optimizer.zero_grad()
+            for chunk in batch.split(8):
+                (model(chunk).sum() / 4).backward()
+            optimizer.step()
+    """,
+    "helper_clears": """
+        def train_step(model, opt, batch):
+            opt.zero_grad()
+            loss = model(batch).mean()
+            loss.backward()
+            opt.step()
+
+        def fit(model, optimizer, loader):
+            for batch in loader:
+                train_step(model, optimizer, batch)
+    """,
+    "lbfgs_closure": """
+        import torch
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=1)
+        for x, y in loader:
+            def closure():
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                return loss
+            optimizer.step(closure)
+    """,
+    "lightning_training_step": """
+        import pytorch_lightning as pl
+
+        class Model(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = F.cross_entropy(self(x), y)
+                return loss
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters())
+    """,
+    "deepspeed_engine_clears_in_step": """
+        model_engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params)
+        for batch in loader:
+            loss = model_engine(batch)
+            model_engine.backward(loss)
+            model_engine.step()
+    """,
+    "accelerate_accumulate": """
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+    """,
+    "model_zero_grad": """
+        for x, y in loader:
+            model.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """,
+    "grads_set_to_none_by_hand": """
+        for x, y in loader:
+            for p in model.parameters():
+                p.grad = None
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """,
+    "skip_non_finite_step": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            if not torch.isfinite(loss):
+                optimizer.zero_grad()
+                continue
+            optimizer.step()
+    """,
+    "opaque_helper_given_the_optimizer": """
+        from mylib import reset_grads
+        for x, y in loader:
+            reset_grads(optimizer)
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    """,
+    "scheduler_step_is_not_an_optimizer": """
+        for epoch in range(10):
+            train_one_epoch()
+            scheduler.step()
+            lr_sched.step(val_loss)
+    """,
+    "frozen_params_grads_dropped_after_backward": """
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            for p in frozen:
+                p.grad = None
+            optimizer.step()
+    """,
+    "both_gan_optimizers_cleared": """
+        for real in loader:
+            netD.zero_grad()
+            errD = criterion(netD(real), ones)
+            errD.backward()
+            optimizerD.step()
+            netG.zero_grad()
+            errG = criterion(netD(netG(noise)), ones)
+            errG.backward()
+            optimizerG.step()
+    """,
+    "no_backward_in_loop": """
+        for epoch in range(10):
+            optimizer.step()
+    """,
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad(name):
+    code = BAD[name]
+    assert found(code, C) == expected(code, C)
+    assert expected(code, C)
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good(name):
+    assert found(GOOD[name], C) == set()
+
+
+def test_message_names_optimizer_and_remedy():
+    from helpers import lint
+
+    (d,) = lint(BAD["gan_generator_never_cleared"], C)
+    assert "opt_g" in d.message and "zero_grad" in d.message
+    assert d.name == "missing-zero-grad" and d.severity == "error"
+    assert d.fix is not None and d.fix.applicability.value == "unsafe"
+
+
+def test_fix_inserts_zero_grad_at_loop_start():
+    assert_fix_roundtrip(
+        BAD["cleared_once_before_the_loop"],
+        C,
+        """
+        from torch import optim
+        opt = optim.Adam(net.parameters())
+        opt.zero_grad()
+        for batch in train_loader:
+            opt.zero_grad()
+            out = net(batch["x"])
+            loss = F.cross_entropy(out, batch["y"])
+            loss.backward()
+            opt.step()
+        """,
+    )
+
+
+def test_fix_moves_misplaced_zero_grad_before_backward():
+    assert_fix_roundtrip(
+        BAD["cleared_between_backward_and_step"],
+        C,
+        """
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        """,
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in BAD if n != "cleared_between_backward_and_step"])
+def test_every_fix_round_trips(name):
+    assert_fix_roundtrip(BAD[name], C)
+
+
+def test_fix_is_unsafe_and_not_applied_by_default():
+    from helpers import fix
+
+    text, applied = fix(BAD["no_clearing_at_all"], C, unsafe=False)
+    assert applied == 0
