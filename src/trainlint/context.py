@@ -38,6 +38,30 @@ class RuleContext:
         r = self._positions[node]
         return Location(r.start.line, r.start.column + 1), Location(r.end.line, r.end.column + 1)
 
+    def end_with_parens(self, node: cst.CSTNode) -> Location:
+        """Where `node` ends including its own closing parentheses (positions exclude them)."""
+        _, end = self.range(node)
+        count = len(getattr(node, "rpar", ()) or ())
+        if not count:
+            return end
+        text, lines = self.text, self.lines
+        i = lines.offset(end.row, end.column)
+        while count and i < len(text):
+            ch = text[i]
+            if ch == ")":
+                count -= 1
+            elif not ch.isspace() and ch != "\\":
+                break
+            i += 1
+        row, col = lines.position(i)
+        return Location(row, col)
+
+    def insert_after_last_arg(self, call: cst.Call, text: str) -> Optional[Edit]:
+        if not call.args:
+            return None
+        end = self.end_with_parens(call.args[-1].value)
+        return Edit(text, end, end)
+
     def indent_of(self, node: cst.CSTNode) -> str:
         start, _ = self.range(node)
         line = self.lines.line(start.row)

@@ -17,11 +17,17 @@ def strip(expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr
 
 
-def additive_terms(expr: cst.BaseExpression) -> List[cst.BaseExpression]:
-    """`a + b + c` -> [a, b, c] (only `+`; parentheses of inner sums are looked through)."""
+def additive_terms(expr: cst.BaseExpression, added_only: bool = False) -> List[cst.BaseExpression]:
+    """`a + b - c` -> [a, b, c] (or [a, b] with `added_only`); inner parentheses are looked through."""
     if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-        return additive_terms(expr.left) + additive_terms(expr.right)
+        return additive_terms(expr.left, added_only) + additive_terms(expr.right, added_only)
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Subtract):
+        return additive_terms(expr.left, added_only) + ([] if added_only else [expr.right])
     return [expr]
+
+
+def is_sum(expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Subtract))
 
 
 def leaf_name(expr: cst.BaseExpression) -> Optional[str]:

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.expr import Resolver, additive_terms, is_smoothing_term
+from trainlint.analysis.expr import Resolver, additive_terms, is_number, is_smoothing_term, is_sum
 from trainlint.context import RuleContext
 
 CODE = "TL002"
@@ -37,11 +37,11 @@ def check(ctx: RuleContext) -> None:
         den_node = _owner_sum(div.right, res)
         if num_node is None or den_node is None:
             continue
-        num_terms = additive_terms(num_node)
+        num_terms = additive_terms(num_node, added_only=True)
         den_terms = additive_terms(den_node)
         if len(num_terms) < 2 or len(den_terms) < 2:
             continue
-        den_codes = {index.code(t).strip() for t in den_terms}
+        den_codes = {index.code(t).strip() for t in additive_terms(den_node, added_only=True)}
         for term in num_terms:
             code = index.code(term).strip()
             if code not in den_codes or not is_smoothing_term(term):
@@ -62,12 +62,19 @@ def check(ctx: RuleContext) -> None:
 
 
 def _owner_sum(expr: cst.BaseExpression, res: Resolver) -> Optional[cst.BaseExpression]:
-    """The additive expression behind `expr`: itself, or the single value of a local name."""
-    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+    """The additive expression behind `expr`: itself, the single value of a local name, or the sum in
+    `2 * (a + s)`."""
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Multiply):
+        if is_number(expr.left):
+            return _owner_sum(expr.right, res)
+        if is_number(expr.right):
+            return _owner_sum(expr.left, res)
+        return None
+    if is_sum(expr):
         return expr
     if isinstance(expr, (cst.Name, cst.Attribute)):
         v = res.value(expr)
-        if isinstance(v, cst.BinaryOperation) and isinstance(v.operator, cst.Add):
+        if is_sum(v):
             return v
     return None
 

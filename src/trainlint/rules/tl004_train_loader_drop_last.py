@@ -221,10 +221,7 @@ def _fix(ctx: RuleContext, call: cst.Call, drop: Optional[cst.Arg]):
             return None
         edit = ctx.replace(drop.value, "True")
     else:
-        if not call.args:
+        edit = ctx.insert_after_last_arg(call, ", drop_last=True")
+        if edit is None:
             return None
-        _, end = ctx.range(call.args[-1].value)
-        from trainlint.diagnostics import Edit
-
-        edit = Edit(", drop_last=True", end, end)
     return ctx.fix("unsafe", "Pass drop_last=True (drops up to batch_size - 1 samples per epoch)", edit)

@@ -21,7 +21,6 @@ from trainlint.analysis.index import call_arg
 from trainlint.analysis.optim import ADAPTIVE_OPTIMIZERS
 from trainlint.analysis.precision import model_dtype, params_model
 from trainlint.context import RuleContext
-from trainlint.diagnostics import Edit
 
 CODE = "TL005"
 PREFILTER = (("Adam", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam", "Adamax"),)
@@ -81,7 +80,5 @@ def _torch_import(index, name: str) -> bool:
 def _fix(ctx: RuleContext, call: cst.Call, eps_arg: Optional[cst.Arg], value: str, applicability: str, msg: str):
     if eps_arg is not None:
         return ctx.fix(applicability, msg, ctx.replace(eps_arg.value, value))
-    if not call.args:
-        return None
-    _, end = ctx.range(call.args[-1].value)
-    return ctx.fix(applicability, msg, Edit(f", eps={value}", end, end))
+    edit = ctx.insert_after_last_arg(call, f", eps={value}")
+    return ctx.fix(applicability, msg, edit) if edit else None

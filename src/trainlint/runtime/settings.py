@@ -1,24 +1,96 @@
-"""Runtime check thresholds: defaults and the `[tool.trainlint.runtime]` keys (no torch import here)."""
+"""Runtime check thresholds: defaults and the `[tool.trainlint.runtime]` keys (no torch import here).
+
+`trainlint.config` validates the table against `DEFAULTS` (unknown key, non-number value: exit 2);
+`resolve()` does the rest (ranges, integers) and merges the command line's `--every`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 DEFAULTS: Dict[str, Any] = {
-    # how often (in optimizer steps) device-side scalars are copied to the host
+    # how often (in optimizer steps) device-side scalars are copied to the host and checked
     "every": 50,
+    # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
+    # of the first `warmup-steps` gradient norms and losses)
+    "warmup-steps": 20,
     # TL104: a short final batch whose loss differs from the median full batch of its epoch by at
     # least this factor (either way) ...
     "spike-factor": 2.0,
-    # ... in at least this fraction of the epochs that end with a short batch
+    # ... in at least this fraction of the epochs that end with a short batch ...
     "spike-epoch-fraction": 0.5,
-    # TL105: a gradient norm this many times above its running median
+    # ... and in at least this many epochs
+    "spike-min-epochs": 2,
+    # TL105: a gradient norm this many times above its running median ...
     "explode-factor": 10.0,
-    # steps of history before TL105/TL106 judge anything
-    "warmup-steps": 20,
-    # TL106: gradient norm below this, for at least `collapse-steps` consecutive steps ...
-    "collapse-norm": 1e-7,
+    # ... taken over the last this many steps
+    "explode-window": 50,
+    # TL106: a gradient norm below `collapse-ratio` x the reference norm (or below `collapse-norm`) ...
+    "collapse-ratio": 1e-3,
+    "collapse-norm": 1e-12,
+    # ... for at least this many consecutive steps ...
     "collapse-steps": 20,
-    # ... while the loss stays above this fraction of its first value
+    # ... while the loss stays above this fraction of the reference loss
     "collapse-loss-fraction": 0.1,
 }
+
+# key -> (type, minimum, maximum or None, one-line description for the rule pages)
+SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
+    "every": (int, 1, None, "optimizer steps between two reads of the device-side values"),
+    "warmup-steps": (int, 1, None, "steps before TL105/TL106 judge; TL106's reference level is "
+                                   "the median over these first steps"),
+    "spike-factor": (float, 1.0, None, "short-batch loss / median full-batch loss (or its inverse) "
+                                       "that counts as a spike"),
+    "spike-epoch-fraction": (float, 0.0, 1.0, "fraction of the epochs with a short batch that must spike"),
+    "spike-min-epochs": (int, 1, None, "epochs that must spike before TL104 reports"),
+    "explode-factor": (float, 1.0, None, "gradient norm / running median that counts as exploding"),
+    "explode-window": (int, 2, None, "steps in the running median of TL105"),
+    "collapse-ratio": (float, 0.0, 1.0, "gradient norm / reference norm below which a step counts as collapsed"),
+    "collapse-norm": (float, 0.0, None, "absolute gradient norm below which a step counts as collapsed"),
+    "collapse-steps": (int, 1, None, "consecutive collapsed steps before TL106 reports"),
+    "collapse-loss-fraction": (float, 0.0, None, "the loss must stay above this fraction of its "
+                                                 "reference level for TL106"),
+}
+
+# which keys each runtime check reads (for the rule pages and `trainlint rule`)
+KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
+    "TL101": ("every",),
+    "TL102": ("every",),
+    "TL103": (),
+    "TL104": ("spike-factor", "spike-epoch-fraction", "spike-min-epochs"),
+    "TL105": ("explode-factor", "explode-window", "warmup-steps"),
+    "TL106": ("collapse-ratio", "collapse-norm", "collapse-steps", "collapse-loss-fraction", "warmup-steps"),
+    "TL107": (),
+}
+
+
+class SettingsError(ValueError):
+    """A threshold out of range (reported as a configuration error, exit 2)."""
+
+
+def resolve(table: Optional[Mapping[str, Any]] = None, every: Optional[int] = None,
+            where: str = "[tool.trainlint.runtime]") -> Dict[str, Any]:
+    """DEFAULTS, updated by a `[tool.trainlint.runtime]` table and then by `--every`; validated."""
+    out = dict(DEFAULTS)
+    for key, value in dict(table or {}).items():
+        norm = key.replace("_", "-")
+        if norm not in DEFAULTS:
+            raise SettingsError(f"{where}: unknown key `{key}` (known: {', '.join(DEFAULTS)})")
+        out[norm] = value
+    if every is not None:
+        out["every"] = every
+    for key, value in out.items():
+        tp, lo, hi, _ = SPEC[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"{where}: `{key}` must be a number")
+        if tp is int:
+            if float(value) != int(value):
+                raise SettingsError(f"{where}: `{key}` must be an integer")
+            value = int(value)
+        else:
+            value = float(value)
+        if value < lo or (hi is not None and value > hi):
+            rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise SettingsError(f"{where}: `{key}` must be {rng} (got {value})")
+        out[key] = value
+    return out

@@ -1,0 +1,129 @@
+"""Source sites: the user's line that called backward() or optimizer.step(), found from the stack.
+
+A site is resolved once per calling location (the immediate caller's code object and line), not per
+step: the resolved `Site` is cached and later calls from the same place reuse it.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Site:
+    filename: str  # absolute path
+    row: int
+    function: str = ""
+
+    def display_name(self) -> str:
+        return display_filename(self.filename)
+
+    def label(self) -> str:
+        return f"{self.display_name()}:{self.row}"
+
+    def columns(self) -> Tuple[int, int]:
+        """1-based start column (first non-blank character) and end column (end of line)."""
+        line = linecache.getline(self.filename, self.row).rstrip("\r\n")
+        if not line.strip():
+            return 1, 1
+        stripped = line.rstrip()
+        start = len(line) - len(line.lstrip()) + 1
+        return start, len(stripped) + 1
+
+
+UNKNOWN = Site("<unknown>", 1, "")
+
+
+def display_filename(filename: str) -> str:
+    """Relative to the working directory when the file is under it, else absolute."""
+    if filename.startswith("<"):
+        return filename
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith(os.pardir) else rel
+
+
+def _dir_of(module) -> Optional[str]:
+    f = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(f)) + os.sep if f else None
+
+
+class SiteFinder:
+    """Walks outward from a frame to the first frame of user code.
+
+    Frames in torch, in trainlint's runtime package, in runpy/importlib, are skipped; a frame in an
+    installed library (site-packages) or the standard library is used only when no user frame is found
+    further out (a Lightning/Accelerate loop: the user's line is then `trainer.fit(...)`).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        import trainlint
+
+        self._skip = tuple(p for p in (
+            _dir_of(torch),
+            _dir_of(trainlint),
+            os.path.dirname(os.path.abspath(__import__("runpy").__file__)) + os.sep + "runpy.py",
+        ) if p)
+        lib = set()
+        for key in ("purelib", "platlib", "stdlib", "platstdlib"):
+            try:
+                p = sysconfig.get_paths().get(key)
+            except Exception:  # pragma: no cover - broken sysconfig
+                p = None
+            if p:
+                lib.add(os.path.abspath(p) + os.sep)
+        self._lib = tuple(sorted(lib))
+        self._cache: Dict[Tuple[object, int], Site] = {}
+
+    def _is_skipped(self, filename: str) -> bool:
+        return filename.startswith("<frozen") or filename.startswith(self._skip)
+
+    def _is_library(self, filename: str) -> bool:
+        return (filename.startswith(self._lib) or "site-packages" in filename
+                or "dist-packages" in filename or filename.startswith("<"))
+
+    def find(self, depth: int = 1) -> Site:
+        """The user site for the caller `depth` frames above the function calling `find`."""
+        try:
+            frame = sys._getframe(depth + 1)
+        except ValueError:
+            return UNKNOWN
+        # skip torch/trainlint/runpy frames (a few string tests), then cache on the first other frame
+        while frame is not None and self._is_skipped(self._abs(frame.f_code.co_filename)):
+            frame = frame.f_back
+        if frame is None:
+            return UNKNOWN
+        key = (frame.f_code, frame.f_lineno)
+        site = self._cache.get(key)
+        if site is None:
+            site = self._resolve(frame)
+            if len(self._cache) < 4096:
+                self._cache[key] = site
+        return site
+
+    @staticmethod
+    def _abs(filename: str) -> str:
+        return filename if filename.startswith("<") else os.path.abspath(filename)
+
+    def _resolve(self, frame) -> Site:
+        fallback = None
+        f = frame
+        while f is not None:
+            filename = self._abs(f.f_code.co_filename)
+            if not self._is_skipped(filename):
+                site = Site(filename, f.f_lineno or 1, f.f_code.co_name)
+                if not self._is_library(filename):
+                    return site
+                if fallback is None:
+                    fallback = site
+            f = f.f_back
+        return fallback or UNKNOWN

@@ -1,0 +1,137 @@
+"""TL002 dice-smooth-numerator."""
+
+import pytest
+from helpers import assert_fix_roundtrip, expected, found
+
+C = ["TL002"]
+
+BAD = {
+    "monai_style_function": """
+        def dice_loss(pred, target, smooth=1.0):
+            intersection = (pred * target).sum()
+            denominator = pred.sum() + target.sum()
+            return 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)  # expect: TL002
+    """,
+    "module_with_self_smooth": """
+        import torch.nn as nn
+
+        class DiceLoss(nn.Module):
+            def __init__(self, smooth=1.0):
+                super().__init__()
+                self.smooth = smooth
+
+            def forward(self, logits, target):
+                p = logits.sigmoid()
+                inter = (p * target).sum(dim=(2, 3))
+                union = p.sum(dim=(2, 3)) + target.sum(dim=(2, 3))
+                dice = (2 * inter + self.smooth) / (union + self.smooth)  # expect: TL002
+                return 1 - dice.mean()
+    """,
+    "keras_backend": """
+        from keras import backend as K
+
+        def dice_coef(y_true, y_pred, smooth=1):
+            y_true_f = K.flatten(y_true)
+            y_pred_f = K.flatten(y_pred)
+            intersection = K.sum(y_true_f * y_pred_f)
+            return (2. * intersection + smooth) / (K.sum(y_true_f) + K.sum(y_pred_f) + smooth)  # expect: TL002
+    """,
+    "tversky_through_locals": """
+        class TverskyLoss:
+            def __call__(self, p, t):
+                tp = (p * t).sum()
+                fp = (p * (1 - t)).sum()
+                fn = ((1 - p) * t).sum()
+                num = tp + self.smooth
+                den = tp + self.alpha * fp + self.beta * fn + self.smooth
+                return 1 - num / den  # expect: TL002
+    """,
+    "soft_iou_constant": """
+        import torch
+
+        def soft_iou(logits, mask):
+            probs = torch.sigmoid(logits)
+            inter = torch.sum(probs * mask)
+            union = torch.sum(probs) + torch.sum(mask) - inter
+            return 1 - (inter + 1e-6) / (union + 1e-6)  # expect: TL002
+    """,
+    "jaccard_smooth_first": """
+        def jaccard(a, b, smooth=100):
+            overlap = (a * b).sum(-1)
+            total = (a + b).sum(-1)
+            return (smooth + overlap) / (smooth + total - overlap)  # expect: TL002
+    """,
+    "generalized_dice_eps_both": """
+        def gdl(pred, target, w, eps=1e-5):
+            numerator = (w * (pred * target).sum(0)).sum()
+            denominator = (w * (pred + target).sum(0)).sum()
+            return 1 - 2 * (numerator + eps) / (denominator + eps)  # expect: TL002
+    """,
+}
+
+GOOD = {
+    "smooth_only_in_denominator": """
+        def dice_loss(pred, target, smooth=1.0):
+            intersection = (pred * target).sum()
+            return 1.0 - (2.0 * intersection) / (pred.sum() + target.sum() + smooth)
+    """,
+    "eps_via_clamp_min": """
+        def dice_loss(pred, target):
+            inter = (pred * target).sum()
+            return 1 - 2 * inter / (pred.sum() + target.sum()).clamp_min(1e-6)
+    """,
+    "monai_distinct_terms": """
+        def dice(i, g, p, smooth_nr=1e-5, smooth_dr=1e-5):
+            return 1.0 - (2.0 * i + smooth_nr) / (g + p + smooth_dr)
+    """,
+    "normalisation_not_overlap": """
+        def standardize(x, eps=1e-5):
+            return (x - x.mean() + eps) / (x.std() + eps)
+    """,
+    "ratio_of_counts": """
+        def accuracy(correct, total, smooth=1):
+            return (correct + smooth) / (total + smooth)
+    """,
+    "laplace_smoothed_probability": """
+        def prob(count, n, k, alpha=1.0):
+            return (count + alpha) / (n + k * alpha)
+    """,
+    "common_term_is_the_overlap": """
+        def iou(tp, fp, fn):
+            return tp / (tp + fp + fn)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad(name):
+    assert found(BAD[name], C) == expected(BAD[name], C) != set()
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good(name):
+    assert found(GOOD[name], C) == set()
+
+
+def test_fix_removes_term_from_numerator():
+    assert_fix_roundtrip(BAD["monai_style_function"], C, """
+        def dice_loss(pred, target, smooth=1.0):
+            intersection = (pred * target).sum()
+            denominator = pred.sum() + target.sum()
+            return 1.0 - (2.0 * intersection) / (denominator + smooth)
+    """)
+
+
+def test_fix_through_local_assignment():
+    fixed = assert_fix_roundtrip(BAD["tversky_through_locals"], C)
+    assert "num = tp\n" in fixed and "self.beta * fn + self.smooth" in fixed
+
+
+def test_fix_smooth_first():
+    fixed = assert_fix_roundtrip(BAD["jaccard_smooth_first"], C)
+    assert "return (overlap) / (smooth + total - overlap)" in fixed
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_every_fix_round_trips(name):
+    assert_fix_roundtrip(BAD[name], C)

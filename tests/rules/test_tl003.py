@@ -1,0 +1,194 @@
+"""TL003 double-loss-reduction."""
+
+import pytest
+from helpers import assert_fix_roundtrip, expected, found
+
+C = ["TL003"]
+
+BAD = {
+    "criterion_module_divided_by_size": """
+        import torch.nn as nn
+        criterion = nn.CrossEntropyLoss()
+        for x, y in loader:
+            loss = criterion(model(x), y) / x.size(0)  # expect: TL003
+            loss.backward()
+    """,
+    "functional_divided_by_configured_batch_size": """
+        import torch.nn.functional as F
+
+        def step(model, x, y, batch_size):
+            out = model(x)
+            loss = F.mse_loss(out, y) / batch_size  # expect: TL003
+            return loss
+    """,
+    "self_criterion_divided_by_len": """
+        import torch
+
+        class Trainer:
+            def __init__(self):
+                self.criterion = torch.nn.BCEWithLogitsLoss(reduction="mean")
+
+            def step(self, images, labels):
+                logits = self.model(images)
+                loss = self.criterion(logits, labels) / len(images)  # expect: TL003
+                return loss
+    """,
+    "explicit_mean_divided_by_shape": """
+        def loss_fn(pred, target):
+            err = ((pred - target) ** 2).mean()
+            return err / pred.shape[0]  # expect: TL003
+    """,
+    "augmented_division": """
+        import torch.nn.functional as F
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            loss /= x.size(0)  # expect: TL003
+            loss.backward()
+    """,
+    "reciprocal_multiplication": """
+        from torch.nn import functional as F
+        for batch in loader:
+            loss = F.nll_loss(model(batch.x), batch.y) * (1.0 / batch.x.size(0))  # expect: TL003
+            loss.backward()
+    """,
+    "args_batch_size": """
+        import torch.nn as nn
+        ce = nn.CrossEntropyLoss()
+
+        def train(args, model, loader):
+            for x, y in loader:
+                loss = ce(model(x), y) / args.batch_size  # expect: TL003
+                loss.backward()
+    """,
+    "keras_ssd_style": """
+        import tensorflow as tf
+
+        class SSDLoss:
+            def compute_loss(self, y_true, y_pred):
+                positives = tf.to_float(tf.reduce_max(y_true[:, :, 1:-12], axis=-1))
+                n_positive = tf.reduce_sum(positives)
+                class_loss = tf.reduce_sum(self.log_loss(y_true, y_pred) * positives, axis=-1)
+                loc_loss = tf.reduce_sum(self.smooth_l1(y_true, y_pred) * positives, axis=-1)
+                total_loss = (class_loss + self.alpha * loc_loss) / tf.maximum(1.0, n_positive)  # expect: TL003
+                return total_loss
+
+        ssd_loss = SSDLoss()
+        model.compile(optimizer="adam", loss=ssd_loss.compute_loss)
+    """,
+    "keras_function_k_sum": """
+        from keras import backend as K
+
+        def normalised_loss(y_true, y_pred):
+            per_sample = K.sum(K.square(y_true - y_pred), axis=-1)
+            return per_sample / K.sum(y_true)  # expect: TL003
+
+        model.compile("adam", loss=normalised_loss)
+    """,
+}
+
+GOOD = {
+    "sum_divided_by_batch": """
+        import torch.nn as nn
+        crit = nn.MSELoss(reduction="sum")
+        for x, y in loader:
+            loss = crit(model(x), y) / x.size(0)
+    """,
+    "none_then_sum_divided": """
+        import torch.nn.functional as F
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, reduction="none").sum() / len(x)
+    """,
+    "divided_by_accumulation_steps": """
+        import torch.nn.functional as F
+        for i, (x, y) in enumerate(loader):
+            loss = F.cross_entropy(model(x), y) / accum_steps
+            loss.backward()
+    """,
+    "sum_divided_by_token_count": """
+        import torch.nn.functional as F
+        loss = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-100) / num_tokens
+    """,
+    "logging_running_average": """
+        running = 0.0
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            running += loss.item()
+        epoch_loss = running / len(loader)
+    """,
+    "item_divided": """
+        import torch.nn.functional as F
+        value = F.mse_loss(out, y).item() / x.size(0)
+    """,
+    "keras_scalar_loss": """
+        import tensorflow as tf
+
+        def my_loss(y_true, y_pred):
+            return tf.reduce_sum(tf.square(y_true - y_pred)) / tf.reduce_sum(tf.ones_like(y_true))
+
+        model.compile(optimizer="adam", loss=my_loss)
+    """,
+    "keras_undone_by_batch_multiplication": """
+        import tensorflow as tf
+
+        def ssd_loss(y_true, y_pred):
+            batch_size = tf.shape(y_pred)[0]
+            per = tf.reduce_sum(tf.abs(y_true - y_pred), axis=-1)
+            total = per / tf.maximum(1.0, tf.reduce_sum(y_true))
+            total = total * tf.to_float(batch_size)
+            return total
+
+        model.compile(optimizer="adam", loss=ssd_loss)
+    """,
+    "mean_over_dim_not_batch": """
+        def f(pred, target):
+            return ((pred - target) ** 2).mean(dim=1) / pred.size(0)
+    """,
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad(name):
+    assert found(BAD[name], C) == expected(BAD[name], C) != set()
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good(name):
+    assert found(GOOD[name], C) == set()
+
+
+def test_fix_removes_division():
+    assert_fix_roundtrip(BAD["criterion_module_divided_by_size"], C, """
+        import torch.nn as nn
+        criterion = nn.CrossEntropyLoss()
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+    """)
+
+
+def test_fix_removes_augmented_division_line():
+    fixed = assert_fix_roundtrip(BAD["augmented_division"], C)
+    assert "/=" not in fixed
+
+
+@pytest.mark.parametrize("name", [n for n in BAD if not n.startswith("keras")])
+def test_every_fix_round_trips(name):
+    assert_fix_roundtrip(BAD[name], C)
+
+
+def test_keras_has_no_automatic_fix():
+    from helpers import lint
+
+    (d,) = lint(BAD["keras_ssd_style"], C)
+    assert d.fix is None and "batch" in d.message
+
+
+def test_batch_size_names_option():
+    from helpers import options
+
+    code = """
+        import torch.nn.functional as F
+        loss = F.mse_loss(out, y) / mb
+    """
+    assert found(code, C) == set()
+    assert found(code, C, options(TL003={"batch-size-names": ["mb"]})) == {(2, "TL003")}

@@ -1,0 +1,187 @@
+"""TL004 train-loader-drop-last."""
+
+import pytest
+from helpers import assert_fix_roundtrip, expected, found
+
+C = ["TL004"]
+
+HEAD = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+"""
+
+BAD = {
+    "sum_reduction_loss": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+
+def train(ds, model, optimizer):
+    loader = DataLoader(ds, batch_size=64, shuffle=True)  # expect: TL004
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        optimizer.step()
+""",
+    "divided_by_configured_batch_size": HEAD + """
+def train(args, ds, model, optimizer):
+    train_loader = DataLoader(ds, batch_size=args.batch_size, num_workers=4)  # expect: TL004
+    for epoch in range(args.epochs):
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y, reduction="sum") / args.batch_size
+            loss.backward()
+            optimizer.step()
+""",
+    "double_reduction": HEAD + """
+criterion = nn.CrossEntropyLoss()
+
+def fit(ds, model, opt):
+    dl = DataLoader(ds, batch_size=100, shuffle=True)  # expect: TL004
+    for images, labels in dl:
+        opt.zero_grad()
+        loss = criterion(model(images), labels) / images.size(0)
+        loss.backward()
+        opt.step()
+""",
+    "explicit_drop_last_false": HEAD + """
+def fit(ds, model, opt):
+    loader = DataLoader(ds, batch_size=32, shuffle=True, drop_last=False)  # expect: TL004
+    for x, y in loader:
+        opt.zero_grad()
+        ((model(x) - y) ** 2).sum().backward()
+        opt.step()
+""",
+    "self_attribute_loader": HEAD + """
+class Trainer:
+    def __init__(self, ds):
+        self.train_loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)  # expect: TL004
+        self.crit = nn.L1Loss(reduction="sum")
+
+    def epoch(self):
+        for x, y in self.train_loader:
+            self.optimizer.zero_grad()
+            loss = self.crit(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+""",
+    "dataset_not_divisible": HEAD + """
+from torch.utils.data import TensorDataset
+
+def main(model, opt):
+    ds = TensorDataset(torch.randn(1010, 8), torch.randn(1010, 1))
+    loader = DataLoader(ds, batch_size=100, shuffle=True)  # expect: TL004
+    for x, y in loader:
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y, reduction="sum")
+        loss.backward()
+        opt.step()
+""",
+    "scaler_backward": HEAD + """
+sum_loss = nn.BCELoss(reduction="sum")
+
+def train(ds, model, optimizer, scaler):
+    loader = DataLoader(ds, batch_size=8, shuffle=True, pin_memory=True)  # expect: TL004
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda"):
+            loss = sum_loss(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+}
+
+GOOD = {
+    "drop_last_true": BAD["sum_reduction_loss"].replace("shuffle=True)", "shuffle=True, drop_last=True)"),
+    "mean_reduced_loss": HEAD + """
+def train(ds, model, optimizer):
+    loader = DataLoader(ds, batch_size=64, shuffle=True)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+""",
+    "sum_divided_by_actual_length": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+
+def train(ds, model, optimizer):
+    loader = DataLoader(ds, batch_size=64, shuffle=True)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = crit(model(x), y) / x.size(0)
+        loss.backward()
+        optimizer.step()
+""",
+    "validation_loader": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+
+def evaluate(ds, model):
+    val_loader = DataLoader(ds, batch_size=64)
+    total = 0.0
+    with torch.no_grad():
+        for x, y in val_loader:
+            total += crit(model(x), y).item()
+    return total
+""",
+    "test_loader_named_unused": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+test_loader = DataLoader(test_ds, batch_size=64, shuffle=True)
+
+for x, y in other:
+    optimizer.zero_grad()
+    crit(model(x), y).backward()
+    optimizer.step()
+""",
+    "divisible_literal_dataset": HEAD + """
+from torch.utils.data import TensorDataset
+
+def main(model, opt):
+    ds = TensorDataset(torch.randn(1000, 8), torch.randn(1000, 1))
+    loader = DataLoader(ds, batch_size=100, shuffle=True)
+    for x, y in loader:
+        opt.zero_grad()
+        F.mse_loss(model(x), y, reduction="sum").backward()
+        opt.step()
+""",
+    "kwargs_may_carry_drop_last": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+
+def train(ds, model, optimizer, **loader_kwargs):
+    loader = DataLoader(ds, **loader_kwargs)
+    for x, y in loader:
+        optimizer.zero_grad()
+        crit(model(x), y).backward()
+        optimizer.step()
+""",
+    "no_training_loop": HEAD + """
+loader = DataLoader(ds, batch_size=4, shuffle=True)
+for x in loader:
+    print(x.shape)
+""",
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad(name):
+    assert found(BAD[name], C) == expected(BAD[name], C) != set()
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good(name):
+    assert found(GOOD[name], C) == set()
+
+
+def test_message_says_why():
+    from helpers import lint
+
+    (d,) = lint(BAD["divided_by_configured_batch_size"], C)
+    assert "args.batch_size" in d.message and "drop_last=True" in d.message
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_every_fix_round_trips(name):
+    fixed = assert_fix_roundtrip(BAD[name], C)
+    assert "drop_last=True" in fixed and "drop_last=False" not in fixed
