@@ -79,7 +79,7 @@ def run_check(o: CheckOptions) -> int:
     if not found.files:
         if not found.errors and not o.quiet:
             _warn("no Python files found under " + ", ".join(o.paths))
-        return EXIT_ERROR if found.errors else EXIT_OK
+        return _report([], o, bool(found.errors))
 
     from trainlint.cache import Cache
     from trainlint.engine import run_jobs

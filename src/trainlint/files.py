@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from trainlint.config import ConfigResolver, match_path, _relpath
 
@@ -18,15 +18,22 @@ class Discovery:
     warnings: List[Tuple[str, str]] = field(default_factory=list)  # (path, message)
 
 
-def is_excluded(path: str, resolver: ConfigResolver) -> bool:
+def is_excluded(path: str, resolver: ConfigResolver, walk_root: Optional[str] = None) -> bool:
+    """Does an exclude pattern match `path`? While walking a folder the user named, bare patterns are
+    matched against the parts below that folder only (so `trainlint .venv/lib/x` still works); for
+    `--force-exclude` they are matched against every part of the path below the config's folder."""
     settings = resolver.for_path(path)
     rel = _relpath(path, settings.root)
-    name = os.path.basename(os.path.normpath(path))
+    if walk_root is not None:
+        below = _relpath(path, walk_root)
+        parts = below if not below.startswith("..") else os.path.basename(os.path.normpath(path))
+    else:
+        parts = rel
     for pattern in settings.exclude_patterns():
         if "/" in pattern.rstrip("/"):
             if match_path(pattern, rel):
                 return True
-        elif match_path(pattern, name):
+        elif match_path(pattern, parts):
             return True
     return False
 
@@ -64,13 +71,13 @@ def _walk(root: str, resolver: ConfigResolver, add, out: Discovery) -> None:
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         dirnames[:] = sorted(
-            d for d in dirnames if not is_excluded(os.path.join(dirpath, d), resolver)
+            d for d in dirnames if not is_excluded(os.path.join(dirpath, d), resolver, root)
         )
         for name in sorted(filenames):
             if not name.endswith(PY_SUFFIXES):
                 continue
             full = os.path.join(dirpath, name)
-            if is_excluded(full, resolver):
+            if is_excluded(full, resolver, root):
                 continue
             if os.path.islink(full) and not os.path.exists(full):
                 out.warnings.append((full, "broken symlink"))

@@ -24,8 +24,8 @@ class Suppressions:
         self.file: Set[str] = set()
         if "noqa" not in text and "NOQA" not in text:
             return
-        for row, comment in _comments(text):
-            m = _FILE.match(comment)
+        for row, comment, own_line in _comments(text):
+            m = _FILE.match(comment) if own_line else None
             if m and "trainlint" in comment.lower():
                 self.file |= _codes(m.group("codes"))
                 continue
@@ -51,13 +51,13 @@ def _comments(text: str):
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.type == tokenize.COMMENT:
-                yield tok.start[0], tok.string
+                yield tok.start[0], tok.string, not tok.line[: tok.start[1]].strip()
     except (tokenize.TokenError, SyntaxError, IndentationError):
         # Fall back to a plain scan of the lines (the file parsed for LibCST, so this is rare).
         for i, line in enumerate(text.splitlines(), 1):
             pos = line.find("#")
             if pos >= 0:
-                yield i, line[pos:]
+                yield i, line[pos:], not line[:pos].strip()
 
 
 def filter_suppressed(text: str, diagnostics: List[Diagnostic]) -> List[Diagnostic]:

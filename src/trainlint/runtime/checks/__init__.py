@@ -1,0 +1,24 @@
+"""Runtime checks, one small class per code, fed by the monitor's events (see `base.Check`)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+from trainlint.runtime.checks.base import Check
+from trainlint.runtime.checks.tl101_non_finite_loss import NonFiniteLoss
+from trainlint.runtime.checks.tl102_non_finite_gradient import NonFiniteGradient
+from trainlint.runtime.checks.tl103_gradients_not_cleared import GradientsNotCleared
+from trainlint.runtime.checks.tl104_short_batch_loss_spike import ShortBatchLossSpike
+from trainlint.runtime.checks.tl105_exploding_gradients import ExplodingGradients
+from trainlint.runtime.checks.tl106_collapsed_gradients import CollapsedGradients
+from trainlint.runtime.checks.tl107_eps_underflow import EpsUnderflow
+
+CHECKS = {c.code: c for c in (NonFiniteLoss, NonFiniteGradient, GradientsNotCleared, ShortBatchLossSpike,
+                              ExplodingGradients, CollapsedGradients, EpsUnderflow)}
+
+
+def build_checks(codes: Iterable[str], ctx: Any, settings: Dict[str, Any]) -> List[Check]:
+    return [CHECKS[c](ctx, settings) for c in codes if c in CHECKS]
+
+
+__all__ = ["CHECKS", "Check", "build_checks"]

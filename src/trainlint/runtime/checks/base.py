@@ -1,0 +1,106 @@
+"""The base of the runtime checks: the events they may listen to and how they report.
+
+Host-time events (called synchronously from the hooks; must be cheap, no device reads):
+  on_backward_start(), on_backward_end(), on_optimizer(opt) (an optimizer's first step),
+  on_pre_step(opt), on_post_step(opt)
+Flushed events (every `every` steps and at the end, host values in order):
+  on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck)
+and finish() once at the end. `diagnostics()` may be called at any time and again later.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+from trainlint.codes import CODES
+from trainlint.diagnostics import Diagnostic, Location
+from trainlint.runtime.records import LossRecord, ParamCheck, StepRecord
+from trainlint.runtime.sites import Site
+
+
+class Check:
+    code = ""
+
+    def __init__(self, ctx: Any, settings: Dict[str, Any]):
+        self.ctx = ctx  # the Monitor: names, epoch(), arm_localisation()
+        self.settings = settings
+
+    # host-time events
+    def on_backward_start(self) -> None: ...
+    def on_backward_end(self) -> None: ...
+    def on_optimizer(self, opt) -> None: ...
+    def on_pre_step(self, opt) -> None: ...
+    def on_post_step(self, opt) -> None: ...
+
+    # flushed events
+    def on_loss(self, rec: LossRecord) -> None: ...
+    def on_step(self, rec: StepRecord) -> None: ...
+    def on_params(self, rec: ParamCheck) -> None: ...
+    def finish(self) -> None: ...
+
+    def diagnostics(self) -> List[Diagnostic]:
+        return []
+
+    def diagnostic(self, message: str, site: Site, step: Optional[int], epoch: Optional[int],
+                   evidence: Dict[str, Any]) -> Diagnostic:
+        info = CODES[self.code]
+        start, end = site.columns()
+        return Diagnostic(
+            code=self.code,
+            name=info.name,
+            message=message,
+            filename=site.display_name(),
+            location=Location(site.row, start),
+            end_location=Location(site.row, end),
+            severity=info.severity,
+            runtime={"step": step, "epoch": epoch, "evidence": clean(evidence), "confirms": info.confirms},
+        )
+
+
+def clean(value: Any) -> Any:
+    """Evidence as JSON can hold it: NaN/Inf as strings, floats to 6 significant digits."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return str(value)
+
+
+def fmt(v: Optional[float]) -> str:
+    """A number for a message: 3 significant digits, nan/inf spelled out."""
+    if v is None:
+        return "?"
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Inf" if v > 0 else "-Inf"
+    return f"{v:.3g}"
+
+
+def when(step: Optional[int], epoch: Optional[int]) -> str:
+    s = f"step {step}" if step is not None else "the first step"
+    return f"{s} (epoch {epoch})" if epoch else s
+
+
+def names_text(names: List[str], limit: int = 3) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    more = len(names) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def median(values) -> float:
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        return math.nan
+    mid = n // 2
+    return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])

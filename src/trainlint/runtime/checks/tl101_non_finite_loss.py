@@ -1,0 +1,78 @@
+"""TL101 non-finite-loss: the first step whose loss is NaN/Inf, and the first module whose output was."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+from trainlint.runtime.checks.base import Check, fmt, when
+from trainlint.runtime.records import LossRecord
+
+
+class NonFiniteLoss(Check):
+    code = "TL101"
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.first: Optional[LossRecord] = None  # the first non-finite loss
+        self.localised: Optional[LossRecord] = None  # the first one whose step was examined
+        self.count = 0
+        self.last_finite: Optional[float] = None
+        self.total = 0
+
+    def on_loss(self, rec: LossRecord) -> None:
+        self.total += 1
+        if math.isfinite(rec.value):
+            if self.first is None:
+                self.last_finite = rec.value
+            return
+        self.count += 1
+        if self.first is None:
+            self.first = rec
+            if not rec.scanned:
+                # read on an accelerator, in a block: examine the next non-finite step as it happens
+                self.ctx.arm_localisation()
+        if self.localised is None and rec.scanned:
+            self.localised = rec
+
+    def diagnostics(self):
+        r = self.first
+        if r is None:
+            return []
+        loc = self.localised
+        evidence = {
+            "loss": r.value,
+            "last_finite_loss": self.last_finite,
+            "non_finite_losses": self.count,
+            "losses": self.total,
+            "batch": r.batch,
+            "batch_size": r.size,
+        }
+        if loc is not None and loc.module is not None:
+            m = loc.module
+            evidence.update(module=m["name"], module_type=m["type"], module_inputs_finite=m["inputs_finite"],
+                            module_parameters_finite=m["params_finite"])
+            if loc is not r:
+                evidence["module_seen_at_step"] = loc.step
+            origin: List[str] = []
+            if not m["params_finite"]:
+                origin.append("its parameters are already NaN/Inf (see TL102)")
+            elif m["inputs_finite"]:
+                origin.append("from finite inputs")
+            else:
+                origin.append("its inputs were already NaN/Inf")
+            seen = "" if loc is r else f" (examined at step {loc.step}, the next non-finite step)"
+            where = f"the first module whose output was NaN/Inf is `{m['name']}` ({m['type']}), {origin[0]}{seen}"
+        elif loc is not None:
+            where = ("every module output of that step was finite: the NaN/Inf arose after the model, "
+                     "in the loss computation (log of 0, division by 0, exp overflow?)")
+            evidence["module"] = None
+        else:
+            where = "the step could not be examined module by module (`--every 1` reads each loss as it happens)"
+        msg = f"loss is {fmt(r.value)} at {when(r.step, r.epoch)}"
+        if self.last_finite is not None:
+            msg += f" (last finite loss {fmt(self.last_finite)})"
+        msg += f"; {where}"
+        if self.count > 1:
+            msg += f"; {self.count} of {self.total} losses were non-finite"
+        return [self.diagnostic(msg, r.site, r.step, r.epoch, evidence)]

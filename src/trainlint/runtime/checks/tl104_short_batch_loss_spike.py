@@ -1,0 +1,115 @@
+"""TL104 short-batch-loss-spike: the loss of the short last batch of an epoch is systematically off the
+scale of the full batches of the same epoch (the Keras report: a loss normalised by a batch-correlated
+count and divided by the batch size again spikes once per epoch)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+from trainlint.runtime.checks.base import Check, fmt, median
+from trainlint.runtime.records import LossRecord
+
+_MIN_FULL_BATCHES = 3
+
+
+class _Epoch:
+    __slots__ = ("epoch", "full_losses", "full_size", "last")
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.full_losses: List[float] = []
+        self.full_size = 0
+        self.last: Optional[LossRecord] = None
+
+
+class _Result:
+    __slots__ = ("epoch", "size", "full", "factor", "spike", "rec")
+
+    def __init__(self, epoch, size, full, factor, spike, rec):
+        self.epoch, self.size, self.full, self.factor, self.spike, self.rec = epoch, size, full, factor, spike, rec
+
+
+class ShortBatchLossSpike(Check):
+    code = "TL104"
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.factor = float(settings["spike-factor"])
+        self.fraction = float(settings["spike-epoch-fraction"])
+        self.min_epochs = int(settings["spike-min-epochs"])
+        self.open: Dict[Tuple[Any, Any], _Epoch] = {}  # (loader, backward site) -> epoch in progress
+        self.results: Dict[Tuple[Any, Any], List[_Result]] = {}
+
+    def on_loss(self, rec: LossRecord) -> None:
+        if rec.epoch is None or rec.size is None:
+            return
+        key = (rec.loader, rec.site)
+        ep = self.open.get(key)
+        if ep is None or ep.epoch != rec.epoch:
+            if ep is not None:
+                self._close(key, ep)
+            ep = self.open[key] = _Epoch(rec.epoch)
+        prev = ep.last
+        if prev is not None and math.isfinite(prev.value) and not self._is_short(prev, ep):
+            ep.full_losses.append(prev.value)
+            ep.full_size = max(ep.full_size, prev.size or 0)
+        ep.last = rec
+
+    @staticmethod
+    def _is_short(rec: LossRecord, ep: _Epoch) -> bool:
+        full = rec.full or ep.full_size
+        return bool(full) and rec.size is not None and rec.size < full
+
+    def _evaluate(self, ep: _Epoch) -> Optional[_Result]:
+        r = ep.last
+        if r is None or not self._is_short(r, ep) or len(ep.full_losses) < _MIN_FULL_BATCHES:
+            return None
+        med = median(ep.full_losses)
+        if not (math.isfinite(r.value) and med > 0 and r.value > 0):
+            return None
+        factor = r.value / med
+        spike = factor >= self.factor or factor <= 1.0 / self.factor
+        return _Result(ep.epoch, r.size, r.full or ep.full_size, factor, spike, r)
+
+    def _close(self, key, ep: _Epoch) -> None:
+        res = self._evaluate(ep)
+        if res is not None:
+            self.results.setdefault(key, []).append(res)
+
+    def diagnostics(self):
+        out = []
+        for key in set(self.results) | set(self.open):
+            results = list(self.results.get(key, []))
+            ep = self.open.get(key)
+            if ep is not None:
+                res = self._evaluate(ep)  # the epoch in progress ends with a short batch: judge it too
+                if res is not None:
+                    results.append(res)
+            spikes = [r for r in results if r.spike]
+            if not results or len(spikes) < self.min_epochs or len(spikes) < self.fraction * len(results):
+                continue
+            first = spikes[0]
+            factors = [r.factor for r in results]
+            med_factor = median([r.factor for r in spikes])
+            direction = "above" if med_factor > 1 else "below"
+            shown = med_factor if med_factor > 1 else 1.0 / med_factor
+            sizes = sorted({r.size for r in results})
+            size_text = "/".join(str(s) for s in sizes)
+            msg = (f"the loss of the short last batch ({size_text} samples, full batches {first.full}) is "
+                   f"{fmt(shown)}x {direction} the median full-batch loss of its epoch in {len(spikes)} of "
+                   f"{len(results)} epochs: the loss scale depends on the batch size (divided by the batch "
+                   f"size twice? see TL003), so each epoch ends with an outsized update; use "
+                   f"`drop_last=True` on the training DataLoader (TL004) or a batch-size-independent loss")
+            evidence = {
+                "batch_size": first.full,
+                "short_batch_sizes": sizes,
+                "factors": factors,
+                "epochs": [r.epoch for r in results],
+                "spiking_epochs": len(spikes),
+                "epochs_with_short_batch": len(results),
+                "short_batch_loss": first.rec.value,
+                "also_confirms": "TL003",
+            }
+            out.append(self.diagnostic(msg, first.rec.site, first.rec.step, first.epoch, evidence))
+        return out

@@ -1,0 +1,66 @@
+"""TL105 exploding-gradients: the global gradient norm far above its running median."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Deque, Dict, Optional
+
+from trainlint.runtime.checks.base import Check, fmt, median, when
+from trainlint.runtime.records import StepRecord
+
+
+class _State:
+    __slots__ = ("hist", "seen", "first", "first_med", "spikes", "max_factor")
+
+    def __init__(self, window: int):
+        self.hist: Deque[float] = deque(maxlen=window)
+        self.seen = 0
+        self.first: Optional[StepRecord] = None
+        self.first_med = 0.0
+        self.spikes = 0
+        self.max_factor = 0.0
+
+
+class ExplodingGradients(Check):
+    code = "TL105"
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.factor = float(settings["explode-factor"])
+        self.window = int(settings["explode-window"])
+        self.warmup = int(settings["warmup-steps"])
+        self.states: Dict[Any, _State] = {}
+
+    def on_step(self, rec: StepRecord) -> None:
+        s = self.states.get(rec.opt)
+        if s is None:
+            s = self.states[rec.opt] = _State(self.window)
+        t = rec.total
+        if not math.isfinite(t) or rec.short:
+            return  # non-finite: TL102's business; a short last batch: TL104's
+        if s.seen >= self.warmup and len(s.hist) >= 2:
+            med = median(s.hist)
+            if med > 0 and t > self.factor * med:
+                s.spikes += 1
+                s.max_factor = max(s.max_factor, t / med)
+                if s.first is None:
+                    s.first, s.first_med = rec, med
+        s.hist.append(t)
+        s.seen += 1
+
+    def diagnostics(self):
+        out = []
+        for opt, s in self.states.items():
+            r = s.first
+            if r is None:
+                continue
+            factor = r.total / s.first_med
+            msg = (f"global gradient norm {fmt(r.total)} at {when(r.step, r.epoch)} is {fmt(factor)}x its "
+                   f"running median {fmt(s.first_med)} (last {self.window} steps); {s.spikes} step"
+                   f"{'s' if s.spikes != 1 else ''} above {fmt(self.factor)}x, up to {fmt(s.max_factor)}x: "
+                   f"the updates are exploding (learning rate too high, no warmup, no clipping?)")
+            evidence = {"grad_norm": r.total, "running_median": s.first_med, "factor": factor,
+                        "spiking_steps": s.spikes, "max_factor": s.max_factor, "optimizer": opt.label}
+            out.append(self.diagnostic(msg, opt.site, r.step, r.epoch, evidence))
+        return out

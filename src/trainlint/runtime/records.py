@@ -1,0 +1,72 @@
+"""What the monitor hands to the checks: one record per loss (backward call) and per optimizer step."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+from trainlint.runtime.sites import UNKNOWN, Site
+
+
+class LossRecord:
+    """One backward() call on a scalar loss.
+
+    `step` is the 1-based optimizer step this loss contributes to (the primary optimizer's step in
+    progress), `epoch` the 1-based pass over the training DataLoader (None without a DataLoader),
+    `batch` the 0-based batch index within that epoch, `size`/`full` the batch's size and the loader's
+    batch size. `value` is a host float once the record has been flushed.
+    """
+
+    __slots__ = ("index", "step", "epoch", "loader", "batch", "size", "full", "value", "site",
+                 "tensor", "scanned", "module")
+
+    def __init__(self, index: int, step: int, epoch: Optional[int], loader: Optional[int],
+                 batch: Optional[int], size: Optional[int], full: Optional[int], site: Site):
+        self.index = index
+        self.step = step
+        self.epoch = epoch
+        self.loader = loader
+        self.batch = batch
+        self.size = size
+        self.full = full
+        self.site = site
+        self.value: float = math.nan
+        self.tensor: Any = None  # the detached loss on its device until flushed
+        self.scanned = False  # module outputs of this step were examined (non-finite loss only)
+        self.module: Optional[Dict[str, Any]] = None  # first module with a non-finite output
+
+    @property
+    def short(self) -> bool:
+        return self.size is not None and self.full is not None and self.size < self.full
+
+
+class StepRecord:
+    """One optimizer step: the global gradient norm and the parameters whose gradient is non-finite."""
+
+    __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short")
+
+    def __init__(self, opt, step: int, epoch: Optional[int], params: List[Any], vecs: List[Any],
+                 loss_index: int):
+        self.opt = opt  # OptState
+        self.step = step  # 1-based step of this optimizer
+        self.epoch = epoch
+        self.params = params  # the parameters whose gradient norms are in `vecs`, in that order
+        self.vecs = vecs  # per-parameter gradient norms, float32, on the device (until flushed)
+        self.total: float = math.nan  # global L2 norm (host, after flush)
+        self.bad: List[Any] = []  # parameters whose gradient norm is NaN/Inf
+        self.loss_index = loss_index  # number of loss records seen when the step ran
+        self.site: Site = UNKNOWN  # the backward() line of the last loss before this step
+        self.short = False  # the last batch before this step was a short (last) batch
+
+
+class ParamCheck:
+    """A periodic look at the parameter values of one optimizer (at each flush)."""
+
+    __slots__ = ("opt", "step", "last_ok_step", "epoch", "bad")
+
+    def __init__(self, opt, step: int, last_ok_step: int, epoch: Optional[int], bad: List[Any]):
+        self.opt = opt
+        self.step = step
+        self.last_ok_step = last_ok_step
+        self.epoch = epoch
+        self.bad = bad

@@ -1,0 +1,194 @@
+"""`trainlint run [OPTIONS] SCRIPT [ARGS]...` / `trainlint run -m MODULE [ARGS]...`.
+
+The script runs in this process as `python SCRIPT ARGS` would run it (sys.argv, `__main__`,
+sys.path[0] = the script's folder, working directory), with the runtime checks attached; the findings
+print when it ends, however it ends.
+
+Exit status:
+  the script's own status when there is no finding (0, the `sys.exit` code, 1 for an uncaught
+  exception, 130 for Ctrl-C);
+  1 when there are findings and the script succeeded (a failing script keeps its own non-zero status);
+  2 for a usage or configuration error (unknown code, bad threshold, no such script/module), or when the
+  checks themselves failed and there is nothing else to report.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from typing import List, Optional, Sequence
+
+EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPT = 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"trainlint: error: {msg}\n")
+
+
+def _warn(msg: str) -> None:
+    sys.stderr.write(f"trainlint: warning: {msg}\n")
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code & 0xFF if code >= 0 else code % 256
+    sys.stderr.write(f"{code}\n")  # sys.exit("message") prints it, exit status 1 (as Python does)
+    sys.stderr.flush()
+    return 1
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """Print it as Python would for the script: without trainlint's and runpy's frames."""
+    here = os.path.abspath(__file__)
+    runpy_file = os.path.abspath(runpy.__file__)
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in (here, runpy_file):
+        tb = tb.tb_next
+    sys.stdout.flush()
+    traceback.print_exception(type(exc), exc, tb)
+    sys.stderr.flush()
+
+
+def resolve_options(select: Sequence[str], ignore: Sequence[str], every: Optional[int],
+                    config_path: Optional[str]):
+    """(codes, settings) from the command line and [tool.trainlint.runtime]; raises ConfigError."""
+    from trainlint.codes import RUNTIME_CODES, expand_selectors
+    from trainlint.config import ConfigError, ConfigResolver, validate_cli_codes
+    from trainlint.runtime.api import selected_codes
+    from trainlint.runtime.settings import SettingsError, resolve
+
+    validate_cli_codes(list(select), "--select")
+    validate_cli_codes(list(ignore), "--ignore")
+    cfg = ConfigResolver(config_path).for_dir(os.getcwd())
+    where = f"{cfg.path}: [tool.trainlint.runtime]" if cfg.path else "[tool.trainlint.runtime]"
+    try:
+        settings = resolve(cfg.runtime, every, where=where)
+    except SettingsError as exc:
+        raise ConfigError(str(exc))
+    # `ignore` in [tool.trainlint] applies to runtime codes it names; its `select` is the static set
+    cfg_ignore = [c for c in cfg.ignore if expand_selectors([c], RUNTIME_CODES)]
+    codes = selected_codes(list(select) or None, list(ignore) + cfg_ignore)
+    if not codes:
+        raise ConfigError("no runtime check selected (runtime checks are TL101-TL107)")
+    return codes, settings
+
+
+def run_main(target: str, args: List[str], module: bool = False, output_format: str = "full",
+             report: Optional[str] = None, select: Sequence[str] = (), ignore: Sequence[str] = (),
+             every: Optional[int] = None, config_path: Optional[str] = None, quiet: bool = False) -> int:
+    from trainlint.config import ConfigError
+
+    try:
+        codes, settings = resolve_options(select, ignore, every, config_path)
+    except (ConfigError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_ERROR
+
+    if module:
+        import importlib.util
+
+        sys.path.insert(0, os.getcwd())
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError) as exc:
+            spec = None
+            _err(f"cannot import module {target!r}: {exc}")
+            return EXIT_ERROR
+        finally:
+            sys.path.pop(0)
+        if spec is None:
+            _err(f"no module named {target!r}")
+            return EXIT_ERROR
+    elif not os.path.exists(target):
+        _err(f"can't open file {target!r}: no such file")
+        return EXIT_ERROR
+
+    from trainlint.runtime.monitor import Monitor
+
+    monitor = Monitor(settings, codes)
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    status = 0
+    try:
+        if module:
+            sys.argv = [target, *args]  # run_module replaces argv[0] with the module's file
+            sys.path[0:1] = [os.getcwd()]
+        else:
+            sys.argv = [target, *args]
+            sys.path[0:1] = [os.path.dirname(os.path.abspath(target))]
+        monitor.attach()
+        try:
+            if module:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(target, run_name="__main__")
+        except SystemExit as exc:
+            status = _exit_status(exc)
+        except KeyboardInterrupt as exc:
+            _print_traceback(exc)
+            status = EXIT_INTERRUPT
+        except BaseException as exc:  # the script's own failure: Python's traceback, status 1
+            _print_traceback(exc)
+            status = 1
+    finally:
+        monitor.close()
+        sys.argv, sys.path[:] = saved_argv, saved_path
+
+    try:
+        title = f"trainlint run {'-m ' if module else ''}{target}"
+        return _finish(monitor, status, output_format, report, quiet, title)
+    except KeyboardInterrupt:  # a second Ctrl-C while printing
+        return EXIT_INTERRUPT
+
+
+def _finish(monitor, status: int, output_format: str, report: Optional[str], quiet: bool,
+            title: Optional[str] = None) -> int:
+    from trainlint.output import renderer
+    from trainlint.output.full import Sources
+    from trainlint.output.style import Style
+
+    diags = monitor.diagnostics()
+    sys.stderr.flush()
+    out = sys.stdout
+    out.flush()
+    style = Style.for_stream(out)
+    if output_format in ("full", "concise") and diags and not quiet:
+        out.write("\n")
+    renderer(output_format).render(diags, out, style=style, sources=Sources(), unsafe_fixes=False)
+    if output_format in ("full", "concise") and not quiet:
+        seen = f"{monitor.step} optimizer step{'s' if monitor.step != 1 else ''}"
+        if monitor.epochs:
+            seen += f", {monitor.epochs} epoch{'s' if monitor.epochs != 1 else ''}"
+        if diags:
+            n = len(diags)
+            out.write(f"Found {n} error{'s' if n != 1 else ''} (runtime checks, {seen} watched).\n")
+        else:
+            out.write(f"All checks passed! (runtime checks, {seen} watched)\n")
+    out.flush()
+    if monitor.loss_count == 0 and monitor.step == 0 and not quiet:
+        _warn("no backward() call or optimizer step was seen: nothing was checked")
+    failed = False
+    if monitor.errors:
+        _err("the runtime checks failed and stopped watching (please report this):\n" + monitor.errors[0])
+        failed = True
+    if report:
+        from trainlint.runtime.report import write_report
+
+        try:
+            write_report(report, monitor, diags, title)
+            if not quiet:
+                sys.stderr.write(f"trainlint: report written to {report}\n")
+        except OSError as exc:
+            _err(f"cannot write the report {report!r}: {exc.strerror or exc}")
+            failed = True
+    if diags:
+        return status if status != 0 else EXIT_FINDINGS
+    if failed and status == 0:
+        return EXIT_ERROR
+    return status
