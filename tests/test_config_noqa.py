@@ -15,7 +15,7 @@ def run(*args):
 
 
 def codes(result):
-    return [(d["filename"].replace("\\", "/"), d["location"]["row"], d["code"]) for d in json.loads(result.output)]
+    return [(d["filename"].replace("\\", "/"), d["location"]["row"], d["code"]) for d in json.loads(result.stdout)]
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def run_check(o: CheckOptions) -> int:
     for path, msg in found.warnings:
         _warn(f"{path}: {msg}")
     if not found.files:
-        if not found.errors and not o.quiet:
+        if not found.errors and not o.quiet and not o.force_exclude:
             _warn("no Python files found under " + ", ".join(o.paths))
         return _report([], o, bool(found.errors))
 

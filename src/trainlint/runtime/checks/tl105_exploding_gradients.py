@@ -10,11 +10,15 @@ from trainlint.runtime.checks.base import Check, fmt, median, when
 from trainlint.runtime.records import StepRecord
 
 
+_FLOOR = 0.01
+
+
 class _State:
-    __slots__ = ("hist", "seen", "first", "first_med", "spikes", "max_factor")
+    __slots__ = ("hist", "seen", "first", "first_med", "spikes", "max_factor", "ref")
 
     def __init__(self, window: int):
         self.hist: Deque[float] = deque(maxlen=window)
+        self.ref: Optional[float] = None  # median of the first warmup steps
         self.seen = 0
         self.first: Optional[StepRecord] = None
         self.first_med = 0.0
@@ -40,7 +44,11 @@ class ExplodingGradients(Check):
         if not math.isfinite(t) or rec.short:
             return  # non-finite: TL102's business; a short last batch: TL104's
         if s.seen >= self.warmup and len(s.hist) >= 2:
-            med = median(s.hist)
+            if s.ref is None:
+                s.ref = median(s.hist)
+            # the running level, but never below 1% of the early level: once the gradients have
+            # collapsed (TL106) or shrunk a hundredfold, noise is not an explosion
+            med = max(median(s.hist), _FLOOR * s.ref)
             if med > 0 and t > self.factor * med:
                 s.spikes += 1
                 s.max_factor = max(s.max_factor, t / med)
