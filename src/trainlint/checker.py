@@ -214,7 +214,10 @@ def _report(results, o: CheckOptions, had_errors: bool, sources=None) -> int:
     if o.diff:
         changed = 0
         for r in results:
-            if r.new_text is not None and r.old_text is not None:
+            if r.diff:
+                out.write(r.diff)
+                changed += 1
+            elif r.new_text is not None and r.old_text is not None:
                 out.write(_unified(r.filename, r.old_text, r.new_text))
                 changed += 1
         if not o.quiet:

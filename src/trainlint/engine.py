@@ -20,6 +20,7 @@ class LintResult:
     fixed: int = 0  # fixes applied (fix mode)
     new_text: Optional[str] = None  # the fixed text, when fixes were applied
     old_text: Optional[str] = None  # the text before fixes (for --diff)
+    diff: Optional[str] = None  # a ready-made diff (notebooks: per cell)
 
 
 def file_error(filename: str, message: str, row: int = 1, column: int = 1) -> Diagnostic:
@@ -124,6 +125,8 @@ def process(job: Job) -> LintResult:
     from trainlint.fixer import fix_text
     from trainlint.source import atomic_write, read_source
 
+    if job.path.endswith(".ipynb"):
+        return _process_notebook(job)
     try:
         src = read_source(job.path)
     except SourceError as exc:
@@ -152,6 +155,43 @@ def process(job: Job) -> LintResult:
             job.path,
             [file_error(job.path, f"internal error: {type(exc).__name__}: {exc}; please report this")],
         )
+
+
+def _process_notebook(job: Job) -> LintResult:
+    from trainlint.fixer import fix_text
+    from trainlint.notebook import Notebook
+    from trainlint.source import atomic_write
+
+    try:
+        with open(job.path, "rb") as fh:
+            raw = fh.read().decode("utf-8")
+        nb = Notebook(raw)
+    except OSError as exc:
+        return LintResult(job.path, [file_error(job.path, f"cannot read file: {exc.strerror or exc}")])
+    except UnicodeDecodeError as exc:
+        return LintResult(job.path, [file_error(job.path, f"notebook is not valid UTF-8: {exc.reason}")])
+    except SourceError as exc:
+        return LintResult(job.path, [file_error(job.path, exc.message, exc.row, exc.column)])
+    try:
+        if not job.fix:
+            r = lint_text(nb.text, job.path, job.codes, job.options)
+            r.diagnostics = [nb.map_diagnostic(d) for d in r.diagnostics]
+            return r
+        new_text, applied, remaining = fix_text(nb.text, job.path, job.codes, job.options, job.unsafe)
+        result = LintResult(job.path, [nb.map_diagnostic(d) for d in remaining], parsed=True)
+        new_raw = nb.with_sources(new_text) if applied else None
+        if new_raw is not None and new_raw != raw:
+            result.fixed = applied
+            result.diff = nb.cell_diff(job.path, new_text)
+            if job.write:
+                try:
+                    atomic_write(job.path, new_raw.encode("utf-8"))
+                except OSError as exc:
+                    result.fixed = 0
+                    result.diagnostics.append(file_error(job.path, f"cannot write fixed file: {exc}"))
+        return result
+    except RecursionError:
+        return LintResult(job.path, [file_error(job.path, "code is nested too deeply to analyse")])
 
 
 def run_jobs(jobs: List[Job], workers: int = 0, progress=None) -> List[LintResult]:

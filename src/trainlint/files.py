@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 from trainlint.config import ConfigResolver, match_path, _relpath
 
-PY_SUFFIXES = (".py", ".pyi")
+PY_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
 @dataclass
