@@ -269,3 +269,19 @@ def test_no_torch_import_for_static_mode(proj):
            "print('torch' in sys.modules, 'trainlint.runtime.runner' in sys.modules)\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=proj)
     assert r.stdout.strip().endswith("False False"), r.stdout + r.stderr
+
+
+def test_progress_only_on_a_terminal(monkeypatch, capsys):
+    from trainlint import checker
+
+    opts = checker.CheckOptions(paths=["."])
+    monkeypatch.setattr(checker.sys.stderr, "isatty", lambda: False, raising=False)
+    assert checker._progress(500, opts) is None
+    monkeypatch.setattr(checker.sys.stderr, "isatty", lambda: True, raising=False)
+    p = checker._progress(500, opts)
+    assert p is not None
+    p.update(250)
+    p.finish()
+    assert "250/500 files (50%)" in capsys.readouterr().err
+    assert checker._progress(500, checker.CheckOptions(paths=["."], quiet=True)) is None
+    assert checker._progress(3, opts) is None  # a few files: no progress line
