@@ -61,3 +61,19 @@ def assert_fix_roundtrip(code: str, codes: List[str], expected_text: Optional[st
     if expected_text is not None:
         assert _EXPECT_COMMENT.sub("", fixed) == src(expected_text)
     return fixed
+
+
+def case_tests(codes: List[str], bad: dict, good: dict):
+    """The two standard tests of a rule module: every `bad` example reports exactly its `# expect:`
+    markers (and has at least one), every `good` example reports nothing."""
+    import pytest
+
+    @pytest.mark.parametrize("name", list(bad))
+    def test_bad(name):
+        assert found(bad[name], codes) == expected(bad[name], codes) != set()
+
+    @pytest.mark.parametrize("name", list(good))
+    def test_good(name):
+        assert found(good[name], codes) == set()
+
+    return test_bad, test_good

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import click
 

@@ -1,7 +1,7 @@
 """TL001 missing-zero-grad: true positives (marked `# expect: TL001`) and near-misses."""
 
 import pytest
-from helpers import assert_fix_roundtrip, expected, found
+from helpers import case_tests, assert_fix_roundtrip
 
 C = ["TL001"]
 
@@ -274,16 +274,7 @@ GOOD = {
 }
 
 
-@pytest.mark.parametrize("name", BAD)
-def test_bad(name):
-    code = BAD[name]
-    assert found(code, C) == expected(code, C)
-    assert expected(code, C)
-
-
-@pytest.mark.parametrize("name", GOOD)
-def test_good(name):
-    assert found(GOOD[name], C) == set()
+test_bad, test_good = case_tests(C, BAD, GOOD)
 
 
 def test_message_names_optimizer_and_remedy():

@@ -1,7 +1,7 @@
 """TL003 double-loss-reduction."""
 
 import pytest
-from helpers import assert_fix_roundtrip, expected, found
+from helpers import case_tests, assert_fix_roundtrip, found
 
 C = ["TL003"]
 
@@ -146,14 +146,7 @@ GOOD = {
 }
 
 
-@pytest.mark.parametrize("name", BAD)
-def test_bad(name):
-    assert found(BAD[name], C) == expected(BAD[name], C) != set()
-
-
-@pytest.mark.parametrize("name", GOOD)
-def test_good(name):
-    assert found(GOOD[name], C) == set()
+test_bad, test_good = case_tests(C, BAD, GOOD)
 
 
 def test_fix_removes_division():

@@ -1,7 +1,7 @@
 """TL004 train-loader-drop-last."""
 
 import pytest
-from helpers import assert_fix_roundtrip, expected, found
+from helpers import case_tests, assert_fix_roundtrip
 
 C = ["TL004"]
 
@@ -164,14 +164,7 @@ for x in loader:
 }
 
 
-@pytest.mark.parametrize("name", BAD)
-def test_bad(name):
-    assert found(BAD[name], C) == expected(BAD[name], C) != set()
-
-
-@pytest.mark.parametrize("name", GOOD)
-def test_good(name):
-    assert found(GOOD[name], C) == set()
+test_bad, test_good = case_tests(C, BAD, GOOD)
 
 
 def test_message_says_why():

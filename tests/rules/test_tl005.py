@@ -1,7 +1,7 @@
 """TL005 optimizer-eps-underflow."""
 
 import pytest
-from helpers import assert_fix_roundtrip, expected, found, options
+from helpers import case_tests, assert_fix_roundtrip, found, options
 
 C = ["TL005"]
 
@@ -121,14 +121,7 @@ GOOD = {
 }
 
 
-@pytest.mark.parametrize("name", BAD)
-def test_bad(name):
-    assert found(BAD[name], C) == expected(BAD[name], C) != set()
-
-
-@pytest.mark.parametrize("name", GOOD)
-def test_good(name):
-    assert found(GOOD[name], C) == set()
+test_bad, test_good = case_tests(C, BAD, GOOD)
 
 
 def test_fix_is_safe_and_sets_eps():

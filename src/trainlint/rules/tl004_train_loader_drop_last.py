@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import libcst as cst
 
-from trainlint.analysis.expr import leaf_name, number_value
+from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, call_arg, method_name, receiver
 from trainlint.analysis.losses import Losses
 from trainlint.analysis.training import training_analysis
