@@ -140,7 +140,8 @@ def run(module, output_format, report, select, ignore, every, config_path, quiet
 
     The script runs in this process exactly as `python SCRIPT ARGS...` would (same sys.argv, __main__,
     working directory and exit status). Findings print when it ends, even if it fails or is interrupted.
-    Needs torch (`pip install "trainlint[runtime]"`).
+    Exit status: the script's own when nothing is found; 1 when there are findings and the script
+    succeeded; 2 for usage errors. Needs torch (`pip install "trainlint[runtime]"`).
 
     \b
     Example:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import threading
 import weakref
 from array import array
@@ -44,7 +43,7 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "__weakref__")
+                 "params_bad", "plan", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
@@ -56,6 +55,7 @@ class OptState:
         self.primary = primary  # the first optimizer that stepped: its steps are "the" steps
         self.param_ok_step = 0
         self.params_bad = False
+        self.plan: Optional[Tuple[Any, List[Any], bool]] = None  # see Monitor._plan
 
     @property
     def opt(self):
@@ -192,12 +192,15 @@ class Monitor:
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
         self.current_batch: Optional[Tuple[LoaderState, int, int, Optional[int], Optional[int]]] = None
-        self.train_loader: Optional[LoaderState] = None
+        # training epochs: the passes over DataLoaders whose batches reach backward(), numbered in the
+        # order they happen (a loader re-created every epoch still counts its passes)
+        self._epoch_of: Dict[Tuple[int, int], int] = {}
+        self.current_epoch: Optional[int] = None
         self.last_loss_site: Site = UNKNOWN
         self.models = list(models)
         self.modules_seen: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._names: Optional[Dict[int, str]] = None
-        self._pnames: Optional[Dict[int, str]] = None
+        self._names: Dict[int, Tuple[Any, str]] = {}  # id(module) -> (weakref, qualified name)
+        self._pnames: Dict[int, Tuple[Any, str]] = {}  # id(parameter) -> (weakref, qualified name)
         # module output capture (to name the first non-finite module)
         self.immediate: Optional[bool] = None  # losses readable for free (CPU); decided at first loss
         self.armed = 0  # > 0: read losses one by one (after a non-finite loss, on an accelerator)
@@ -404,8 +407,11 @@ class Monitor:
     def _record_loss(self, t: torch.Tensor, site: Site) -> None:
         cb = self.current_batch
         if cb is not None:
-            st, epoch, batch, size, full = cb
-            self.train_loader = st
+            st, pass_no, batch, size, full = cb
+            epoch = self._epoch_of.get((st.key, pass_no))
+            if epoch is None:
+                epoch = self._epoch_of[(st.key, pass_no)] = len(self._epoch_of) + 1
+            self.current_epoch = epoch
             rec = LossRecord(self.loss_count, self.step + 1, epoch, st.key, batch, size, full, site)
         else:
             rec = LossRecord(self.loss_count, self.step + 1, None, None, None, None, None, site)
@@ -501,6 +507,8 @@ class Monitor:
             self.captured.clear()
             if st.primary:
                 self.step += 1
+                if self.step == 2:
+                    self._build_names()  # the model is known by now; name it while it is alive
                 if self.step % self.every == 0:
                     self.flush()
                 if self.step <= 2 or self._fwd_handle is not None:
@@ -508,23 +516,35 @@ class Monitor:
         except Exception as exc:
             self._internal(exc)
 
+    def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
+        """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
+        groups = opt.param_groups
+        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        plan = st.plan
+        if plan is None or plan[0] != key:
+            params = [p for g in groups for p in g["params"]]
+            dtypes = {(p.device, p.dtype) for p in params}
+            plan = st.plan = (key, params, len(dtypes) <= 1)
+        return plan
+
     def _record_norms(self, st: OptState, opt) -> None:
-        params: List[Any] = []
-        grads: List[torch.Tensor] = []
-        for group in opt.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                if g is not None and g.layout == torch.strided:
-                    params.append(p)
-                    grads.append(g)
-        if not grads:
-            return
-        ordered: List[Any] = []
-        vecs: List[torch.Tensor] = []
+        _, params, uniform = self._plan(st, opt)
+        grads = [p.grad for p in params]
+        if any(g is None or g.is_sparse for g in grads):
+            pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
+            params = [p for p, _ in pairs]
+            grads = [g for _, g in pairs]
+            if not grads:
+                return
         with torch.no_grad():
-            for ps, gs in _grouped(params, grads):
-                vecs.append(torch.stack(_foreach_norms(gs)))
-                ordered.extend(ps)
+            if uniform:  # the usual case: one device, one dtype
+                ordered, vecs = params, [(grads[0].device, _foreach_norms(grads))]
+            else:
+                ordered, vecs = [], []
+                for ps, gs in _grouped(params, grads):
+                    vecs.append((gs[0].device, _foreach_norms(gs)))
+                    ordered.extend(ps)
+        # the norms stay on the device as 0-dim tensors: stacked and copied once per flush
         rec = StepRecord(st, st.steps + 1, self.epoch(), ordered, vecs, self.loss_count)
         rec.site = self.last_loss_site
         cb = self.current_batch
@@ -581,12 +601,13 @@ class Monitor:
             st.epoch = 1
             self.iters[it] = st
         st.batch += 1
+        if self.captured:
+            self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
         full = st.full if isinstance(st.full, int) else None
         self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), full)
 
     def epoch(self) -> Optional[int]:
-        st = self.train_loader
-        return st.epoch if st is not None else None
+        return self.current_epoch
 
     def _wrap_scaler_scale(self, orig):
         mon = self
@@ -640,24 +661,30 @@ class Monitor:
     def _fetch_norms(steps: List[StepRecord]) -> None:
         by_device: Dict[Any, List[torch.Tensor]] = {}
         for r in steps:
-            for v in r.vecs:
-                by_device.setdefault(v.device, []).append(v)
+            for dev, norms in r.vecs:
+                by_device.setdefault(dev, []).extend(norms)
         host: Dict[Any, List[float]] = {}
-        for dev, vecs in by_device.items():
-            host[dev] = torch.cat(vecs).cpu().tolist()
+        for dev, norms in by_device.items():
+            host[dev] = torch.stack(norms).float().cpu().tolist()
         offsets = {dev: 0 for dev in host}
+        isfinite = math.isfinite
         for r in steps:
-            values: List[float] = []
-            for v in r.vecs:
-                n = v.numel()
-                o = offsets[v.device]
-                values.extend(host[v.device][o:o + n])
-                offsets[v.device] = o + n
+            if len(r.vecs) == 1:
+                dev, norms = r.vecs[0]
+                o = offsets[dev]
+                values = host[dev][o:o + len(norms)]
+                offsets[dev] = o + len(norms)
+            else:
+                values = []
+                for dev, norms in r.vecs:
+                    o = offsets[dev]
+                    values.extend(host[dev][o:o + len(norms)])
+                    offsets[dev] = o + len(norms)
             r.vecs = []
             total = math.fsum(x * x for x in values)
-            r.total = math.sqrt(total) if math.isfinite(total) else total
-            if not math.isfinite(r.total):
-                r.bad = [p for p, x in zip(r.params, values) if not math.isfinite(x)]
+            r.total = math.sqrt(total) if isfinite(total) else total
+            if not isfinite(r.total):
+                r.bad = [p for p, x in zip(r.params, values) if not isfinite(x)]
                 if not r.bad:  # a finite but huge gradient whose square overflowed
                     r.total = math.inf
 
@@ -701,27 +728,39 @@ class Monitor:
         return [m for m in mods if id(m) not in inner]
 
     def _build_names(self) -> None:
+        """Qualified names of the modules and parameters of the models seen so far (kept with weak
+        references, so that names survive the models going out of scope before the report)."""
         roots = self._roots()
-        names: Dict[int, str] = {}
-        pnames: Dict[int, str] = {}
         many = len(roots) > 1
         for root in roots:
             prefix = type(root).__name__ + "." if many else ""
             for name, m in root.named_modules():
-                names.setdefault(id(m), prefix + name if name else type(root).__name__)
+                self._names.setdefault(id(m), (weakref.ref(m), prefix + name if name else type(root).__name__))
             for name, p in root.named_parameters():
-                pnames.setdefault(id(p), prefix + name)
-        self._names, self._pnames = names, pnames
+                self._pnames.setdefault(id(p), (weakref.ref(p), prefix + name))
+
+    @staticmethod
+    def _lookup(table: Dict[int, Tuple[Any, str]], obj: Any) -> Optional[str]:
+        e = table.get(id(obj))
+        if e is None:
+            return None
+        if e[0]() is not obj:  # an id reused by a new object
+            del table[id(obj)]
+            return None
+        return e[1]
 
     def module_name(self, module) -> str:
-        if self._names is None or id(module) not in self._names:
+        name = self._lookup(self._names, module)
+        if name is None:
             self._build_names()
-        return self._names.get(id(module)) or type(module).__name__  # type: ignore[union-attr]
+            name = self._lookup(self._names, module)
+        return name or type(module).__name__
 
     def param_name(self, p) -> str:
-        if self._pnames is None or id(p) not in self._pnames:
+        name = self._lookup(self._pnames, p)
+        if name is None:
             self._build_names()
-        name = self._pnames.get(id(p)) if self._pnames else None
+            name = self._lookup(self._pnames, p)
         return name or f"<parameter of shape {tuple(p.shape)}>"
 
     # ------------------------------------------------------------------ results
@@ -754,4 +793,4 @@ class Monitor:
 
     @property
     def epochs(self) -> int:
-        return self.train_loader.epoch if self.train_loader is not None else 0
+        return len(self._epoch_of)

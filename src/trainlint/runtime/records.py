@@ -51,7 +51,7 @@ class StepRecord:
         self.step = step  # 1-based step of this optimizer
         self.epoch = epoch
         self.params = params  # the parameters whose gradient norms are in `vecs`, in that order
-        self.vecs = vecs  # per-parameter gradient norms, float32, on the device (until flushed)
+        self.vecs = vecs  # [(device, [0-dim float32 norm per parameter])], on the device until flushed
         self.total: float = math.nan  # global L2 norm (host, after flush)
         self.bad: List[Any] = []  # parameters whose gradient norm is NaN/Inf
         self.loss_index = loss_index  # number of loss records seen when the step ran

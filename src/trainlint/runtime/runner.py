@@ -47,9 +47,12 @@ def _exit_status(exc: SystemExit) -> int:
 def _print_traceback(exc: BaseException) -> None:
     """Print it as Python would for the script: without trainlint's and runpy's frames."""
     here = os.path.abspath(__file__)
-    runpy_file = os.path.abspath(runpy.__file__)
+    runpy_files = (os.path.abspath(runpy.__file__), "<frozen runpy>")
     tb = exc.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in (here, runpy_file):
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name not in runpy_files and (name.startswith("<") or os.path.abspath(name) != here):
+            break
         tb = tb.tb_next
     sys.stdout.flush()
     traceback.print_exception(type(exc), exc, tb)
@@ -113,7 +116,9 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
     from trainlint.runtime.monitor import Monitor
 
     monitor = Monitor(settings, codes)
-    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
+    if report:
+        report = os.path.abspath(report)  # the script may change the working directory
     status = 0
     try:
         if module:
@@ -127,6 +132,8 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
             if module:
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
             else:
+                # run_path sets argv[0] and __file__ to the path as typed (argv[0] as Python does;
+                # Python 3.9+ would make __file__ absolute)
                 runpy.run_path(target, run_name="__main__")
         except SystemExit as exc:
             status = _exit_status(exc)
@@ -139,6 +146,10 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
     finally:
         monitor.close()
         sys.argv, sys.path[:] = saved_argv, saved_path
+        try:
+            os.chdir(saved_cwd)  # findings' paths are relative to where trainlint was started
+        except OSError:
+            pass
 
     try:
         title = f"trainlint run {'-m ' if module else ''}{target}"

@@ -83,6 +83,7 @@ class SiteFinder:
                 lib.add(os.path.abspath(p) + os.sep)
         self._lib = tuple(sorted(lib))
         self._cache: Dict[Tuple[object, int], Site] = {}
+        self._skipped_code: Dict[object, bool] = {}
 
     def _is_skipped(self, filename: str) -> bool:
         return filename.startswith("<frozen") or filename.startswith(self._skip)
@@ -97,8 +98,16 @@ class SiteFinder:
             frame = sys._getframe(depth + 1)
         except ValueError:
             return UNKNOWN
-        # skip torch/trainlint/runpy frames (a few string tests), then cache on the first other frame
-        while frame is not None and self._is_skipped(self._abs(frame.f_code.co_filename)):
+        # skip torch/trainlint/runpy frames (decided once per code object), then cache on the first
+        # other frame
+        skipped = self._skipped_code
+        while frame is not None:
+            code = frame.f_code
+            skip = skipped.get(code)
+            if skip is None:
+                skip = skipped[code] = self._is_skipped(self._abs(code.co_filename))
+            if not skip:
+                break
             frame = frame.f_back
         if frame is None:
             return UNKNOWN

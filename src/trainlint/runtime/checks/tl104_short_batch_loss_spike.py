@@ -5,7 +5,7 @@ count and divided by the batch size again spikes once per epoch)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from trainlint.runtime.checks.base import Check, fmt, median
 from trainlint.runtime.records import LossRecord
@@ -38,13 +38,13 @@ class ShortBatchLossSpike(Check):
         self.factor = float(settings["spike-factor"])
         self.fraction = float(settings["spike-epoch-fraction"])
         self.min_epochs = int(settings["spike-min-epochs"])
-        self.open: Dict[Tuple[Any, Any], _Epoch] = {}  # (loader, backward site) -> epoch in progress
-        self.results: Dict[Tuple[Any, Any], List[_Result]] = {}
+        self.open: Dict[Any, _Epoch] = {}  # backward() site -> epoch in progress
+        self.results: Dict[Any, List[_Result]] = {}
 
     def on_loss(self, rec: LossRecord) -> None:
         if rec.epoch is None or rec.size is None:
             return
-        key = (rec.loader, rec.site)
+        key = rec.site  # one series per backward() line (a GAN's two losses are judged apart)
         ep = self.open.get(key)
         if ep is None or ep.epoch != rec.epoch:
             if ep is not None:

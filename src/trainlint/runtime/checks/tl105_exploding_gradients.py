@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Deque, Dict, List, Optional
 
-from trainlint.runtime.checks.base import Check, fmt, median, when
+from trainlint.runtime.checks.base import Check, fmt, when
 from trainlint.runtime.records import StepRecord
 
 
 _FLOOR = 0.01
 
 
+def _median_sorted(s: List[float]) -> float:
+    n = len(s)
+    mid = n // 2
+    return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
 class _State:
-    __slots__ = ("hist", "seen", "first", "first_med", "spikes", "max_factor", "ref")
+    __slots__ = ("hist", "sorted", "seen", "first", "first_med", "spikes", "max_factor", "ref")
 
     def __init__(self, window: int):
-        self.hist: Deque[float] = deque(maxlen=window)
+        self.hist: Deque[float] = deque(maxlen=window)  # in step order
+        self.sorted: List[float] = []  # the same values, sorted (for the running median)
         self.ref: Optional[float] = None  # median of the first warmup steps
         self.seen = 0
         self.first: Optional[StepRecord] = None
@@ -45,16 +53,19 @@ class ExplodingGradients(Check):
             return  # non-finite: TL102's business; a short last batch: TL104's
         if s.seen >= self.warmup and len(s.hist) >= 2:
             if s.ref is None:
-                s.ref = median(s.hist)
+                s.ref = _median_sorted(s.sorted)
             # the running level, but never below 1% of the early level: once the gradients have
             # collapsed (TL106) or shrunk a hundredfold, noise is not an explosion
-            med = max(median(s.hist), _FLOOR * s.ref)
+            med = max(_median_sorted(s.sorted), _FLOOR * s.ref)
             if med > 0 and t > self.factor * med:
                 s.spikes += 1
                 s.max_factor = max(s.max_factor, t / med)
                 if s.first is None:
                     s.first, s.first_med = rec, med
+        if len(s.hist) == s.hist.maxlen:
+            del s.sorted[bisect_left(s.sorted, s.hist[0])]
         s.hist.append(t)
+        insort(s.sorted, t)
         s.seen += 1
 
     def diagnostics(self):

@@ -1,0 +1,191 @@
+"""Overhead of the runtime checks (`trainlint run` / `watch()`) on a real training loop.
+
+Runs the same seeded training several times in one process, interleaving the variants, and prints the
+median wall time of each and its ratio to the plain run:
+
+  plain           the loop as written
+  watch           under `trainlint.runtime.watch()` (what `trainlint run` attaches), every=50
+  watch-every1    every=1: device values read at every step (a synchronisation per step on a GPU)
+  anomaly         under `torch.autograd.set_detect_anomaly(True)`, the usual NaN hunting tool
+
+CPU: an MLP and a small CNN on synthetic data fed through a DataLoader. CUDA (when available, or
+--device cuda): a small ResNet-like CNN on synthetic on-device data; timings end with a
+`torch.cuda.synchronize()`. With --check-sync on CUDA, the watched run is repeated under
+`torch.cuda.set_sync_debug_mode("warn")` and the synchronisations are counted (expected: one per flush).
+
+    python benchmarks/runtime_overhead.py                 # CPU models (+ CUDA if available)
+    python benchmarks/runtime_overhead.py --steps 300 --repeats 7 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from trainlint.runtime import watch
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def small_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+    )
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+def small_resnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        Block(32, 32, 1), Block(32, 64, 2), Block(64, 64, 1), Block(64, 128, 2), Block(128, 128, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+    )
+
+
+def make_job(kind: str, steps: int, device: str):
+    """A closure running one seeded training of `steps` steps; returns its last loss."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "mlp":
+        batch = 64
+        x = torch.randn(steps * batch, 64, generator=g)
+        y = torch.randint(0, 10, (steps * batch,), generator=g)
+        build = mlp
+    elif kind == "cnn":
+        batch = 32
+        x = torch.randn(steps * batch, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (steps * batch,), generator=g)
+        build = small_cnn
+    else:  # resnet on the device, no DataLoader
+        batch = 128
+        x = torch.randn(16, batch, 3, 32, 32, generator=g).to(device)
+        y = torch.randint(0, 10, (16, batch), generator=g).to(device)
+        build = small_resnet
+
+    def job():
+        torch.manual_seed(0)
+        model = build().to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        if kind == "resnet":
+            batches = ((x[i % 16], y[i % 16]) for i in range(steps))
+        else:
+            batches = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
+        loss = None
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return loss
+
+    return job
+
+
+VARIANTS = {
+    "plain": lambda: contextlib.nullcontext(),
+    "watch": lambda: watch(config=False, every=50),
+    "watch-every1": lambda: watch(config=False, every=1),
+    "anomaly": lambda: torch.autograd.set_detect_anomaly(True),
+}
+
+
+def bench(kind: str, steps: int, repeats: int, device: str):
+    job = make_job(kind, steps, device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anomaly mode warns that it is slow
+        for name in VARIANTS:  # warm-up (lazy init, allocator, kernels)
+            with VARIANTS[name]():
+                job()
+        times = {name: [] for name in VARIANTS}
+        cpu = {name: [] for name in VARIANTS}
+        for _ in range(repeats):  # interleaved, so that drifts of the machine hit every variant
+            for name, ctx in VARIANTS.items():
+                with ctx() as w:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    job()
+                    times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
+                if name == "watch" and w.findings:
+                    print(f"  (unexpected findings: {[d.code for d in w.findings]})", file=sys.stderr)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    cmed = {name: statistics.median(v) for name, v in cpu.items()}
+    print(f"\n{kind} on {device}: {steps} steps, median of {repeats} runs")
+    print(f"  {'variant':<14}{'wall s':>9}{'ms/step':>9}{'vs plain':>10}   {'cpu s':>8}{'vs plain':>10}")
+    for name in VARIANTS:
+        print(f"  {name:<14}{med[name]:>9.3f}{1000 * med[name] / steps:>9.3f}{med[name] / med['plain']:>9.3f}x"
+              f"   {cmed[name]:>8.3f}{cmed[name] / cmed['plain']:>9.3f}x")
+    return med
+
+
+def count_syncs(steps: int, every: int = 50) -> None:
+    """CUDA only: count host-device synchronisations of a watched run (excluding the plain ones)."""
+    job = make_job("resnet", steps, "cuda")
+
+    def syncs(ctx) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with ctx:
+                    job()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(c.message) for c in caught)
+
+    plain = syncs(contextlib.nullcontext())
+    watched = syncs(watch(config=False, every=every))
+    print(f"\nsynchronisations over {steps} steps: plain {plain}, watched (every={every}) {watched} "
+          f"(expected about {steps // every + 1} more: one per flush)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier timings)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--models", default="mlp,cnn", help="CPU models (mlp, cnn)")
+    ap.add_argument("--check-sync", action="store_true", help="CUDA: count synchronisations")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}")
+    if a.device in ("auto", "cpu"):
+        for kind in a.models.split(","):
+            bench(kind.strip(), a.steps, a.repeats, "cpu")
+    if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()):
+        print(f"\nGPU: {torch.cuda.get_device_name(0)}")
+        bench("resnet", a.steps, a.repeats, "cuda")
+        if a.check_sync:
+            count_syncs(a.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

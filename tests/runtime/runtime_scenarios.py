@@ -1,0 +1,269 @@
+"""Tiny real training runs (CPU, a second or less each) that reproduce the failures of the runtime checks.
+
+Imported by the tests (in-process, under `watch()`), and run as a script by the CLI tests:
+    python runtime_scenarios.py NAME [--trace FILE]   (or `trainlint run runtime_scenarios.py NAME`)
+Every scenario returns the list of its losses (floats) so that runs can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def _regression_data(n: int = 1010, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = x[:, :2].sum(1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+
+
+def healthy(epochs: int = 4, seed: int = 0):
+    """A correct loop: zero_grad, mean loss, backward, step; 1010 samples in batches of 100."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_regression_data(seed=seed), batch_size=100, shuffle=True)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def short_batch_double_division(epochs: int = 4, seed: int = 0):
+    """TL104: 1010 samples, batch 100, the mean loss divided by the batch length again."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_regression_data(seed=seed), batch_size=100, shuffle=True)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    losses = []
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb) / len(xb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+class LogProb(nn.Module):
+    """log(softmax(x)) in two steps: the probability underflows to 0 and its log is -inf."""
+
+    def forward(self, x):
+        return torch.log(torch.softmax(x, dim=-1))
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+        self.log_prob = LogProb()
+
+    def forward(self, x):
+        return self.log_prob(self.head(self.body(x)))
+
+
+def log_underflow(steps: int = 12, bad_step: int = 6):
+    """TL101: an outlier batch makes the logits huge; softmax underflows, log(0) = -inf, loss = inf."""
+    torch.manual_seed(0)
+    model = Classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for step in range(steps):
+        x = torch.randn(32, 4)
+        y = torch.randint(0, 3, (32,))
+        if step == bad_step:
+            x = x * 1e4
+        opt.zero_grad()
+        loss = nn.functional.nll_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def nan_gradient(steps: int = 10, bad_step: int = 4):
+    """TL102: a Euclidean distance through sqrt(); a pair of identical inputs gives sqrt'(0) * 0 = NaN
+    in the backward pass while the loss stays finite."""
+    torch.manual_seed(0)
+    embed = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(embed.parameters(), lr=0.1)
+    losses = []
+    for step in range(steps):
+        a, b = torch.randn(16, 6), torch.randn(16, 6)
+        if step == bad_step:
+            b[3] = a[3]
+        dist = torch.sqrt(((embed(a) - embed(b)) ** 2).sum(-1))
+        loss = torch.relu(1.0 - dist).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def no_zero_grad(steps: int = 20):
+    """TL103: the gradients are never cleared."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8)
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def accumulation(steps: int = 10, accumulate: int = 4, clear: str = "zero_grad"):
+    """Intended gradient accumulation: `accumulate` backward() calls, one step, then clear."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        for _ in range(accumulate):
+            x = torch.randn(16, 8)
+            loss = model(x).pow(2).mean() / accumulate
+            loss.backward()
+            losses.append(loss.item())
+        opt.step()
+        if clear == "zero_grad":
+            opt.zero_grad()
+        elif clear == "zero_grad_keep":
+            opt.zero_grad(set_to_none=False)
+        elif clear == "model":
+            model.zero_grad()
+        elif clear == "none_assign":
+            for p in model.parameters():
+                p.grad = None
+        elif clear == "in_place":
+            for p in model.parameters():
+                p.grad.zero_()
+    return losses
+
+
+def lr_spike(steps: int = 45, at: int = 25):
+    """TL105: a schedule bug sets the learning rate 500x too high; the gradients explode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for step in range(steps):
+        if step == at:
+            for group in opt.param_groups:
+                group["lr"] = 5.0
+        x = torch.randn(64, 8)
+        y = x.sum(1, keepdim=True)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if not torch.isfinite(loss):
+            break
+    return losses
+
+
+def dice_loss(logits, target, smooth: float = 1.0):
+    """Dice loss with the smoothing term in numerator and denominator (the MONAI report)."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    den = p.sum(1) + t.sum(1)
+    return (1 - (2 * inter + smooth) / (den + smooth)).mean()
+
+
+def dice_collapse(steps: int = 80):
+    """TL106: mostly empty masks, Dice with smooth in the numerator: predicting "empty" everywhere is
+    rewarded, the sigmoid saturates, the gradients go to ~0 while the loss on the non-empty masks stays."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(8, 1, 16, 16)
+        t = torch.zeros(8, 1, 16, 16)
+        t[:2, :, 4:8, 4:8] = (torch.rand(2, 1, 4, 4) > 0.5).float()
+        opt.zero_grad()
+        loss = dice_loss(model(x), t)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def fp16_adam(steps: int = 5):
+    """TL107: fp16 parameters with Adam's default eps=1e-8 (0 in fp16)."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1).half()
+    opt = torch.optim.Adam(model.parameters())
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8).half()
+        opt.zero_grad()
+        loss = model(x).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def bf16_adam(steps: int = 5):
+    """No TL107: eps=1e-8 is representable in bfloat16."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1).to(torch.bfloat16)
+    opt = torch.optim.Adam(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(16, 8).to(torch.bfloat16)).float().pow(2).mean().backward()
+        opt.step()
+    return []
+
+
+# ---------------------------------------------------------------- for the CLI tests
+def fail_after_no_zero_grad():
+    no_zero_grad(steps=5)
+    raise ValueError("boom from the training script")
+
+
+def exit_3():
+    no_zero_grad(steps=5)
+    sys.exit(3)
+
+
+def interrupt():
+    no_zero_grad(steps=5)
+    raise KeyboardInterrupt
+
+
+def show_main():
+    """Print what a script sees: argv, __name__ of the main module, sys.path[0]."""
+    main = sys.modules["__main__"]
+    print(json.dumps({"argv": sys.argv, "name": main.__name__, "path0": sys.path[0],
+                      "file": getattr(main, "__file__", None)}))
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    result = globals()[name]()
+    if "--trace" in sys.argv:
+        with open(sys.argv[sys.argv.index("--trace") + 1], "w") as fh:
+            json.dump(result, fh)
