@@ -285,3 +285,9 @@ def test_progress_only_on_a_terminal(monkeypatch, capsys):
     assert "250/500 files (50%)" in capsys.readouterr().err
     assert checker._progress(500, checker.CheckOptions(paths=["."], quiet=True)) is None
     assert checker._progress(3, opts) is None  # a few files: no progress line
+
+
+def test_show_fixes(proj):
+    (proj / "half.py").write_text("import torch\nmodel = Net().half()\nopt = torch.optim.Adam(model.parameters())\n")
+    r = invoke("--no-cache", "--fix", "--show-fixes", "half.py")
+    assert r.exit_code == 0 and "Fixed 1 in half.py" in r.output

@@ -80,3 +80,25 @@ def test_hook_respects_excludes_with_force_exclude(tmp_path):
     (tmp_path / "build" / "bad.py").write_text(BAD)
     r = run_hook(hooks()["trainlint"], ["build/bad.py"], tmp_path)
     assert r.returncode == 0
+
+
+@pytest.mark.skipif(not os.environ.get("TRAINLINT_PRECOMMIT"), reason="opt-in: TRAINLINT_PRECOMMIT=1 (needs pre-commit and network)")
+def test_pre_commit_try_repo(tmp_path):
+    """`pre-commit try-repo` installs the hook from this repository, as a user would."""
+    pre_commit = shutil.which("pre-commit")
+    if pre_commit is None:
+        pytest.skip("pre-commit is not installed")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "bad.py").write_text(BAD)
+    (tmp_path / "good.py").write_text(GOOD)
+    (tmp_path / "half.py").write_text(HALF)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+
+    def try_repo(hook, *files):
+        return subprocess.run([pre_commit, "try-repo", REPO, hook, "--files", *files], cwd=tmp_path,
+                              capture_output=True, text=True)
+
+    assert try_repo("trainlint", "bad.py").returncode == 1
+    assert try_repo("trainlint", "good.py").returncode == 0
+    assert try_repo("trainlint-fix", "half.py").returncode == 1
+    assert "eps=1e-4" in (tmp_path / "half.py").read_text()
