@@ -21,7 +21,7 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx, formatter):
-        formatter.write_usage("trainlint", "[check] [OPTIONS] [PATHS]...\n       trainlint COMMAND [ARGS]...")
+        formatter.write("Usage: trainlint [check] [OPTIONS] [PATHS]...\n       trainlint COMMAND [ARGS]...\n")
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -41,6 +41,7 @@ def main():
       trainlint run train.py [ARGS]...   run a script and watch the training for NaN, spikes, ...
 
     Exit status: 0 no findings, 1 findings left, 2 usage, configuration or internal error.
+    `trainlint check --help` lists the linter's options, `trainlint run --help` the runtime mode's.
     """
 
 
@@ -51,7 +52,7 @@ def _split_codes(values: Sequence[str]) -> List[str]:
     return out
 
 
-@main.command("check", context_settings=CONTEXT)
+@main.command("check", context_settings=CONTEXT, short_help="Lint files and folders (the default command).")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--select", multiple=True, metavar="CODES", help="Rules to enable (comma-separated codes or prefixes, e.g. TL001,TL00). Replaces the configured set.")
 @click.option("--extend-select", multiple=True, metavar="CODES", help="Rules to enable in addition to the configured ones.")
@@ -111,7 +112,7 @@ def check(paths, select, extend_select, ignore, fix, unsafe_fixes, diff, show_fi
     sys.exit(run_check(opts))
 
 
-@main.command("rule", context_settings=CONTEXT)
+@main.command("rule", context_settings=CONTEXT, short_help="Explain a rule, or list them all.")
 @click.argument("code", required=False)
 @click.option("--all", "show_all", is_flag=True, help="List every rule: code, name, fix, summary.")
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text")
@@ -124,7 +125,8 @@ def rule(code, show_all, output_format):
     sys.exit(print_rule(code, output_format))
 
 
-@main.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False})
+@main.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False},
+              short_help="Run a training script with runtime checks attached.")
 @click.option("-m", "module", is_flag=True, help="Run TARGET as a module, like `python -m`.")
 @click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github"]), default="full", help="How to print findings.")
 @click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots.")
