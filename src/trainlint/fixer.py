@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 from trainlint.diagnostics import Applicability, Diagnostic, Fix
 from trainlint.source import LineIndex, SourceError
 
-MAX_PASSES = 8
+MAX_PASSES = 100  # like Ruff: each pass applies at most one insertion per point
 
 
 def _spans(text: str, fix: Fix, newline: str, index: LineIndex) -> List[Tuple[int, int, str]]:

@@ -14,6 +14,23 @@ Scope = Optional[Union[cst.FunctionDef, cst.Lambda]]  # None is the module scope
 Loop = Union[cst.For, cst.While]
 
 
+# Node kinds the index dispatches on, cached per node type (isinstance on LibCST's ABCs is slow).
+_CALL, _BINOP, _ASSIGN, _LOOP, _WITH, _FUNC, _LAMBDA, _CLASS, _IMPORT, _OTHER = (
+    "call", "binop", "assign", "loop", "with", "func", "lambda", "class", "import", "other")
+_KIND_TYPES = [
+    (cst.Call, _CALL), (cst.BinaryOperation, _BINOP), ((cst.Assign, cst.AnnAssign, cst.AugAssign), _ASSIGN),
+    ((cst.For, cst.While), _LOOP), (cst.With, _WITH), (cst.FunctionDef, _FUNC), (cst.Lambda, _LAMBDA),
+    (cst.ClassDef, _CLASS), ((cst.Import, cst.ImportFrom), _IMPORT),
+]
+_KINDS: Dict[type, str] = {}
+
+
+def _node_kind(tp: type) -> str:
+    kind = next((k for types, k in _KIND_TYPES if issubclass(tp, types)), _OTHER)
+    _KINDS[tp] = kind
+    return kind
+
+
 class ModuleIndex:
     """Everything a rule may want to look up, keyed so that lookups are dictionary reads.
 
@@ -57,27 +74,32 @@ class ModuleIndex:
             if par is None:
                 scope, klass = None, None
             else:
-                scope, klass = scope_of.get(par), cls_of.get(par)
-                if isinstance(par, (cst.FunctionDef, cst.Lambda)):
+                scope, klass = scope_of[par], cls_of[par]
+                pk = _KINDS.get(type(par))
+                if pk is _FUNC or pk is _LAMBDA:
                     scope = par
-                elif isinstance(par, cst.ClassDef):
+                elif pk is _CLASS:
                     klass = par
-                    scope = None if scope is None else scope
             scope_of[node] = scope
             cls_of[node] = klass
 
-            if isinstance(node, cst.Call):
+            kind = _KINDS.get(type(node))
+            if kind is None:
+                kind = _node_kind(type(node))
+            if kind is _OTHER:
+                continue
+            if kind is _CALL:
                 self.calls.append(node)
-            elif isinstance(node, cst.BinaryOperation):
+            elif kind is _BINOP:
                 if isinstance(node.operator, cst.Divide):
                     self.divisions.append(node)
-            elif isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            elif kind is _ASSIGN:
                 self._record_assign(node, scope)
-            elif isinstance(node, (cst.For, cst.While)):
+            elif kind is _LOOP:
                 self.loops.append(node)
-            elif isinstance(node, cst.With):
+            elif kind is _WITH:
                 self.withs.append(node)
-            elif isinstance(node, cst.FunctionDef):
+            elif kind is _FUNC:
                 self.all_functions.append(node)
                 # A method is a function whose parent chain reaches a ClassDef body directly.
                 owner = self._owner_class(node)
@@ -87,9 +109,9 @@ class ModuleIndex:
                     self.functions[node.name.value] = node
                 else:
                     self.functions.setdefault(node.name.value, node)
-            elif isinstance(node, cst.ClassDef):
+            elif kind is _CLASS:
                 self.classes[node.name.value] = node
-            elif isinstance(node, (cst.Import, cst.ImportFrom)):
+            elif kind is _IMPORT:
                 self.imports.add(node)
 
     def _owner_class(self, fn: cst.FunctionDef) -> Optional[cst.ClassDef]:

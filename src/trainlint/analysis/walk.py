@@ -8,7 +8,7 @@ nested code cannot hit Python's recursion limit.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import libcst as cst
 
@@ -40,6 +40,23 @@ _SKIP_TYPES = (
 _SKIP_NAMES = {"lpar", "rpar", "leading_lines", "lines_after_decorators", "header", "footer"}
 
 _fields_cache: Dict[type, Tuple[str, ...]] = {}
+# What a field value of a given type is: 0 nothing to visit, 1 a node to visit, 2 a sequence to look into.
+# LibCST node classes are ABCs, so `isinstance` against a tuple of them is slow; the answer for a type
+# never changes, so it is computed once per type.
+_kind_cache: Dict[type, int] = {}
+
+
+def _kind(tp: type) -> int:
+    k = _kind_cache.get(tp)
+    if k is None:
+        if issubclass(tp, cst.CSTNode):
+            k = 0 if issubclass(tp, _SKIP_TYPES) else 1
+        elif issubclass(tp, (tuple, list)):
+            k = 2
+        else:
+            k = 0
+        _kind_cache[tp] = k
+    return k
 
 
 def _child_fields(tp: type) -> Tuple[str, ...]:
@@ -54,17 +71,25 @@ def _child_fields(tp: type) -> Tuple[str, ...]:
     return names
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+def children(node: cst.CSTNode) -> List[cst.CSTNode]:
     """The meaningful child nodes of `node`, in source order."""
+    out: List[cst.CSTNode] = []
+    kinds = _kind_cache
     for name in _child_fields(type(node)):
         value = getattr(node, name, None)
-        if isinstance(value, cst.CSTNode):
-            if not isinstance(value, _SKIP_TYPES):
-                yield value
-        elif isinstance(value, (tuple, list)):
+        k = kinds.get(type(value))
+        if k is None:
+            k = _kind(type(value))
+        if k == 1:
+            out.append(value)
+        elif k == 2:
             for item in value:
-                if isinstance(item, cst.CSTNode) and not isinstance(item, _SKIP_TYPES):
-                    yield item
+                ki = kinds.get(type(item))
+                if ki is None:
+                    ki = _kind(type(item))
+                if ki == 1:
+                    out.append(item)
+    return out
 
 
 def walk(root: cst.CSTNode) -> Iterator[Tuple[cst.CSTNode, Optional[cst.CSTNode]]]:
@@ -75,7 +100,7 @@ def walk(root: cst.CSTNode) -> Iterator[Tuple[cst.CSTNode, Optional[cst.CSTNode]
     while stack:
         node, parent = pop()
         yield node, parent
-        kids = list(children(node))
+        kids = children(node)
         if kids:
             kids.reverse()
             push((k, node) for k in kids)
