@@ -40,9 +40,16 @@ def _rules_matching(text: str, codes: Sequence[str]):
 
     out = []
     for rule in load(list(codes)):
-        if all(any(w in text for w in group) for group in rule.PREFILTER):
+        if all(_group_matches(group, text) for group in rule.PREFILTER):
             out.append(rule)
     return out
+
+
+def _group_matches(group, text: str) -> bool:
+    """A prefilter group: a tuple of substrings (any must occur) or a compiled regular expression."""
+    if hasattr(group, "search"):
+        return group.search(text) is not None
+    return any(w in text for w in group)
 
 
 def parse(text: str):

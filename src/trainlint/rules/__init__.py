@@ -1,8 +1,8 @@
 """The static rules. Each module defines CODE, PREFILTER and `check(ctx)`.
 
 A rule reads facts from `ctx.index` (and the analyses in `trainlint.analysis`) and calls
-`ctx.report(...)`. PREFILTER is a tuple of word groups: the rule can only fire on a file whose text
-contains at least one word of every group. A file that no selected rule can match is not even parsed.
+`ctx.report(...)`. PREFILTER is a tuple of groups (a tuple of substrings, any of which must occur, or a
+compiled regular expression that must match): the rule can only fire on a file matching every group. A file that no selected rule can match is not even parsed.
 """
 
 from __future__ import annotations

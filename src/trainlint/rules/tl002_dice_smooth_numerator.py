@@ -14,6 +14,7 @@ attribute such as `self.smooth`); numerators and denominators with different ter
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Tuple
 
 import libcst as cst
@@ -22,8 +23,9 @@ from trainlint.analysis.expr import Resolver, additive_terms, is_number, is_smoo
 from trainlint.context import RuleContext
 
 CODE = "TL002"
-PREFILTER = (("/",), ("smooth", "eps", "inter", "dice", "Dice", "tversky", "Tversky", "iou", "IoU", "jaccard",
-                      "Jaccard", "tp"))
+# A division, and a word that starts like a smoothing term or an overlap (not `tp` inside `http`).
+PREFILTER = (("/",), re.compile(r"\b(smooth|eps|inter|overlap|dice|tversky|iou|jaccard|tp|true_?pos|num)",
+                                re.IGNORECASE))
 
 
 def check(ctx: RuleContext) -> None:

@@ -1,0 +1,29 @@
+"""The prefilter must never cost a finding: every rule's positive examples pass its own prefilter,
+and a file that no rule can match is not parsed."""
+
+import importlib
+
+import pytest
+from helpers import src
+
+from trainlint.engine import _rules_matching, lint_text
+
+MODULES = {"TL001": "test_tl001", "TL002": "test_tl002", "TL003": "test_tl003", "TL004": "test_tl004",
+           "TL005": "test_tl005"}
+
+
+@pytest.mark.parametrize("code", sorted(MODULES))
+def test_positive_examples_pass_their_prefilter(code):
+    bad = importlib.import_module(MODULES[code]).BAD
+    assert bad
+    for name, text in bad.items():
+        assert [r.CODE for r in _rules_matching(src(text), [code])] == [code], name
+
+
+def test_file_without_rule_words_is_not_parsed():
+    r = lint_text("def f(x):\n    return x + 1\n", "x.py", list(MODULES), {})
+    assert r.parsed is False and r.diagnostics == []
+
+
+def test_tl002_prefilter_ignores_http():
+    assert _rules_matching("url = 'http://x/y'\nz = a / b\n", ["TL002"]) == []
