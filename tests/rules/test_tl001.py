@@ -267,6 +267,30 @@ GOOD = {
             errG.backward()
             optimizerG.step()
     """,
+    "timm_accumulation_with_opaque_scaler": """
+        def train_one_epoch(model, loader, optimizer, loss_fn, accum_steps, loss_scaler=None):
+            optimizer.zero_grad()
+            for i, (x, y) in enumerate(loader):
+                need_update = (i + 1) % accum_steps == 0
+                loss = loss_fn(model(x), y) / accum_steps
+                if loss_scaler is not None:
+                    loss_scaler(loss, optimizer, need_update=need_update)
+                else:
+                    loss.backward()
+                    if need_update:
+                        optimizer.step()
+                if not need_update:
+                    continue
+                optimizer.zero_grad()
+    """,
+    "wrapper_clears_inner_optimizer": """
+        def train(model, iterator, optimizer, criterion):
+            for src, trg in iterator:
+                optimizer.optimizer.zero_grad()
+                loss = criterion(model(src), trg)
+                loss.backward()
+                optimizer.step()
+    """,
     "no_backward_in_loop": """
         for epoch in range(10):
             optimizer.step()

@@ -35,6 +35,38 @@ BAD = {
             y_pred_f = K.flatten(y_pred)
             intersection = K.sum(y_true_f * y_pred_f)
             return (2. * intersection + smooth) / (K.sum(y_true_f) + K.sum(y_pred_f) + smooth)  # expect: TL002
+
+        def dice_coef_loss(y_true, y_pred):
+            return -dice_coef(y_true, y_pred)
+
+        model.compile(optimizer="adam", loss=dice_coef_loss, metrics=[dice_coef])
+    """,
+    "clamped_denominator_still_has_smooth": """
+        import torch
+
+        def soft_dice_loss(pred, target, smooth=1.0, eps=1e-8):
+            inter = (pred * target).sum()
+            return 1 - (2 * inter + smooth) / (pred.sum() + target.sum() + smooth).clamp_min(eps)  # expect: TL002
+
+        def nnunet_style_loss(x, y, smooth=1.0):
+            tp = (x * y).sum(0)
+            nominator = 2 * tp + smooth
+            denominator = torch.clip(x.sum(0) + y.sum(0) + smooth, 1e-8)
+            return -(nominator / denominator).mean()  # expect: TL002
+    """,
+    "metric_used_as_loss": """
+        def iou_score(p, t, smooth=1.0):
+            inter = (p * t).sum()
+            return (inter + smooth) / (p.sum() + t.sum() - inter + smooth)  # expect: TL002
+
+        def train_step(p, t):
+            loss = 1 - iou_score(p, t)
+            loss.backward()
+    """,
+    "matmul_overlap": """
+        def dice_loss(y_true, y_pred, smooth=1.0):
+            inter = y_true @ y_pred
+            return 1 - (2 * inter + smooth) / (y_true.sum() + y_pred.sum() + smooth)  # expect: TL002
     """,
     "tversky_through_locals": """
         class TverskyLoss:
@@ -95,6 +127,21 @@ GOOD = {
     "laplace_smoothed_probability": """
         def prob(count, n, k, alpha=1.0):
             return (count + alpha) / (n + k * alpha)
+    """,
+    "numpy_evaluation_metric": """
+        import numpy as np
+
+        def dice_score(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
+            smooth = 1e-5
+            return (2.0 * (pred_mask * gt_mask).sum() + smooth) / (pred_mask.sum() + gt_mask.sum() + smooth)
+
+        print(dice_score(a, b))
+    """,
+    "metric_class_not_used_as_loss": """
+        class DSCMetric:
+            def __call__(self, p, t, smooth=1.0):
+                inter = (p * t).sum()
+                return (2 * inter + smooth) / (p.sum() + t.sum() + smooth)
     """,
     "common_term_is_the_overlap": """
         def iou(tp, fp, fn):

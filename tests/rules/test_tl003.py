@@ -45,6 +45,15 @@ BAD = {
             loss /= x.size(0)  # expect: TL003
             loss.backward()
     """,
+    "reassigned_in_place": """
+        import torch.nn as nn
+        criterion = nn.CTCLoss()
+
+        def step(model, inputs, targets, in_lens, tgt_lens):
+            loss = criterion(model(inputs), targets, in_lens, tgt_lens)
+            loss = loss / inputs.size(0)  # expect: TL003
+            return loss
+    """,
     "reciprocal_multiplication": """
         from torch.nn import functional as F
         for batch in loader:

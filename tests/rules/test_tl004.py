@@ -78,6 +78,21 @@ def main(model, opt):
         loss.backward()
         opt.step()
 """,
+    "vae_loss_helper_sums": HEAD + """
+def loss_function(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+def train(model, optimizer, mnist):
+    train_loader = DataLoader(mnist, batch_size=128, shuffle=True)  # expect: TL004
+    for data, _ in train_loader:
+        optimizer.zero_grad()
+        recon, mu, logvar = model(data)
+        loss = loss_function(recon, data, mu, logvar)
+        loss.backward()
+        optimizer.step()
+""",
     "scaler_backward": HEAD + """
 sum_loss = nn.BCELoss(reduction="sum")
 

@@ -59,7 +59,8 @@ def number_value(expr: cst.BaseExpression) -> Optional[float]:
 
 
 def is_product(expr: cst.BaseExpression) -> bool:
-    return isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Multiply, cst.BitAnd))
+    return isinstance(expr, cst.BinaryOperation) and isinstance(
+        expr.operator, (cst.Multiply, cst.BitAnd, cst.MatrixMultiply))
 
 
 def contains(expr: cst.CSTNode, pred) -> bool:

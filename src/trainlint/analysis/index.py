@@ -197,6 +197,22 @@ class ModuleIndex:
             return self.assigns[None].get(name, [])
         return []
 
+    def reaching_value(self, name: str, scope: Scope, use: cst.CSTNode) -> Optional[cst.BaseExpression]:
+        """The value `name` holds where `use` reads it, when `use` sits inside the value of one of the
+        name's own assignments (`loss = loss / n`): the assignment just before that one."""
+        vals = self.values_of(name, scope)
+        if len(vals) < 2:
+            return vals[0] if vals else None
+        ids = {id(v): i for i, v in enumerate(vals)}
+        node: Optional[cst.CSTNode] = use
+        while node is not None:
+            i = ids.get(id(node))
+            if i is not None:
+                prev = vals[i - 1] if i > 0 else None
+                return prev if isinstance(prev, cst.BaseExpression) else None
+            node = self.parent.get(node)
+        return None
+
     def resolve_value(self, expr: cst.BaseExpression, scope: Scope, depth: int = 3) -> cst.BaseExpression:
         """Follow `x` to its single assigned value (and `self.x` to its single value in the module)."""
         seen = 0

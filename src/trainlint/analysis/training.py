@@ -47,10 +47,17 @@ class Event:
     accumulate: bool = False  # inside `with accelerator.accumulate(...)`
     stmt: Optional[cst.CSTNode] = None  # the statement line that holds the event (depth 0 only)
 
-    def clears(self, key: str) -> bool:
+    def clears(self, key: str, explicit: bool = False) -> bool:
+        """Does this event clear the gradients of optimizer `key`? A clear on a wrapper's inner optimizer
+        (`opt.optimizer.zero_grad()` for `opt.step()`) counts. With `explicit`, opaque calls do not."""
         if self.kind == "C*":
             return True
-        return self.kind in ("C", "C?") and (self.key == key or self.key == "*")
+        if self.kind == "C?" and explicit:
+            return False
+        if self.kind not in ("C", "C?"):
+            return False
+        k = self.key or ""
+        return k == key or k == "*" or k.startswith(key + ".") or key.startswith(k + ".")
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,12 @@ def _via(ctx: RuleContext, facts: LoopFacts, e: Event) -> str:
 
 
 def _sibling_must_clear(facts: LoopFacts, tag, key: str) -> bool:
+    """Does another branch of the same `if` clear `key` explicitly on every path? (An opaque call that
+    is given the optimizer may clear, but is no evidence that this branch was meant to.)"""
     node_id, branch = tag
     for (nid, b), paths in facts.branches.items():
         if nid == node_id and b != branch and paths and all(
-            any(e.clears(key) for e in p.events) for p in paths
+            any(e.clears(key, explicit=True) for e in p.events) for p in paths
         ):
             return True
     return False

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import libcst as cst
 
 from trainlint.analysis.expr import Resolver, additive_terms, is_number, is_smoothing_term, is_sum
+from trainlint.analysis.index import method_name
 from trainlint.context import RuleContext
 
 CODE = "TL002"
@@ -36,8 +37,13 @@ def check(ctx: RuleContext) -> None:
         scope = index.scope.get(div)
         res = Resolver(index, scope)
         num_node = _owner_sum(div.left, res)
-        den_node = _owner_sum(div.right, res)
+        den = div.right
+        if isinstance(den, (cst.Name, cst.Attribute)):
+            den = res.value(den)
+        den_node = _owner_sum(_unclamped(index, den), res)
         if num_node is None or den_node is None:
+            continue
+        if not _reaches_a_loss(index, div):
             continue
         num_terms = additive_terms(num_node, added_only=True)
         den_terms = additive_terms(den_node)
@@ -61,6 +67,72 @@ def check(ctx: RuleContext) -> None:
                 fix=_fix(ctx, num_node, term),
             )
             break
+
+
+_CLAMP_METHODS = {"clamp", "clamp_min", "clip", "clamp_"}
+_CLAMP_FUNCS = {"clamp", "clip", "maximum", "max", "clamp_min"}
+
+
+def _unclamped(index, expr: cst.BaseExpression) -> cst.BaseExpression:
+    """`(den + s).clamp_min(eps)`, `torch.clip(den + s, 1e-8)`, `K.maximum(den + s, eps)` -> `den + s`
+    (the clamp bound alone is not a smoothing term in the numerator's sense)."""
+    if isinstance(expr, cst.Call):
+        m = method_name(expr)
+        recv = expr.func.value if isinstance(expr.func, cst.Attribute) else None
+        module_func = isinstance(recv, (cst.Name, cst.Attribute)) and (
+            (index.qualify(recv) or "").split(".")[0] in ("torch", "tensorflow", "numpy", "keras", "jax"))
+        if m in _CLAMP_METHODS and recv is not None and not module_func:
+            return recv
+        last = (index.callee(expr) or "").rsplit(".", 1)[-1]
+        if last in _CLAMP_FUNCS and expr.args:
+            sums = [a.value for a in expr.args[:2] if is_sum(a.value)]
+            if len(sums) == 1:
+                return sums[0]
+    return expr
+
+
+_METRIC_NAME = re.compile(r"score|metric|coef|(^|_)acc(uracy)?($|_)|eval|measure", re.IGNORECASE)
+_LOSS_NAME = re.compile(r"loss|criterion|objective", re.IGNORECASE)
+
+
+def _reaches_a_loss(index, div: cst.CSTNode) -> bool:
+    """Evaluation metrics may smooth both sides (empty vs empty scores 1) and take no gradient. A ratio
+    inside a function or class named like a metric (`dice_score`, `DSCMetric`, `dice_coef`) is only
+    reported when the module uses that function as a loss: passes it as `loss=`, calls it from a
+    function or class named like a loss, or negates it (`1 - dice_coef(...)`, `-dice_coef(...)`)."""
+    owners = []
+    fn = index.scope.get(div)
+    if fn is not None and isinstance(fn, cst.FunctionDef):
+        owners.append(fn.name.value)
+    klass = index.cls_of.get(div)
+    if klass is not None:
+        owners.append(klass.name.value)
+    if not owners or any(_LOSS_NAME.search(o) for o in owners):
+        return True
+    metric_like = [o for o in owners if _METRIC_NAME.search(o)]
+    if not metric_like:
+        return True
+    for call in index.calls:
+        name = call.func.value if isinstance(call.func, cst.Name) else (
+            call.func.attr.value if isinstance(call.func, cst.Attribute) else None)
+        if name in metric_like:
+            user = index.scope.get(call)
+            user_names = [getattr(getattr(user, "name", None), "value", "")]
+            k = index.cls_of.get(call)
+            if k is not None:
+                user_names.append(k.name.value)
+            if any(_LOSS_NAME.search(n or "") for n in user_names):
+                return True
+            p = index.parent.get(call)
+            if isinstance(p, cst.UnaryOperation) and isinstance(p.operator, cst.Minus):
+                return True
+            if isinstance(p, cst.BinaryOperation) and isinstance(p.operator, cst.Subtract) and p.right is call:
+                return True
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value == "loss" and isinstance(arg.value, cst.Name) \
+                    and arg.value.value in metric_like:
+                return True
+    return False
 
 
 def _owner_sum(expr: cst.BaseExpression, res: Resolver) -> Optional[cst.BaseExpression]:

@@ -60,7 +60,10 @@ def double_reductions(index: ModuleIndex, names: List[str], sizes=()):
                     continue
                 found.append((node, value, denom))
                 continue
-        if losses.reduction(value) == "mean" and losses.batch_size(denom, sizes):
+        judged = value
+        if isinstance(value, cst.Name) and len(index.values_of(value.value, scope)) > 1:
+            judged = index.reaching_value(value.value, scope, node) or value  # loss = loss / n
+        if losses.reduction(judged) == "mean" and losses.batch_size(denom, sizes):
             found.append((node, value, denom))
     for node in _reciprocal_products(index):  # loss * (1 / bs)
         scope = index.scope.get(node)

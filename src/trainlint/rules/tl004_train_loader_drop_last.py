@@ -206,6 +206,15 @@ def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
         return None
     if losses.reduction(expr) == "sum":
         return "is a sum over the batch"
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name):
+        fn = losses.index.functions.get(expr.func.value)
+        if fn is not None:  # a loss helper of this module: judge what it returns
+            inner = Losses(losses.index, fn, list(losses.batch_size_names))
+            for node, _ in walk(fn.body):
+                if isinstance(node, cst.Return) and node.value is not None and losses.index.scope.get(node) is fn:
+                    why = _dependence(inner, node.value, sizes, depth + 1)
+                    if why:
+                        return why
     return None
 
 
