@@ -35,13 +35,17 @@ def file_error(filename: str, message: str, row: int = 1, column: int = 1) -> Di
     )
 
 
-def _rules_matching(text: str, codes: Sequence[str]):
+def _rules_matching(text: str, codes: Sequence[str], options: Optional[Dict[str, Dict[str, Any]]] = None):
     from trainlint.rules import load
 
     out = []
     for rule in load(list(codes)):
-        if all(_group_matches(group, text) for group in rule.PREFILTER):
-            out.append(rule)
+        if not all(_group_matches(group, text) for group in rule.PREFILTER):
+            continue
+        extra = getattr(rule, "prefilter", None)  # a rule whose words depend on its options
+        if extra is not None and not extra(text, (options or {}).get(rule.CODE, {})):
+            continue
+        out.append(rule)
     return out
 
 
@@ -74,7 +78,7 @@ def lint_text(
     options: Dict[str, Dict[str, Any]],
 ) -> LintResult:
     result = LintResult(filename)
-    rules = _rules_matching(text, codes)
+    rules = _rules_matching(text, codes, options)
     if not rules:
         return result
     try:

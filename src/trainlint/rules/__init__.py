@@ -2,7 +2,8 @@
 
 A rule reads facts from `ctx.index` (and the analyses in `trainlint.analysis`) and calls
 `ctx.report(...)`. PREFILTER is a tuple of groups (a tuple of substrings, any of which must occur, or a
-compiled regular expression that must match): the rule can only fire on a file matching every group. A file that no selected rule can match is not even parsed.
+compiled regular expression that must match): the rule can only fire on a file matching every group.
+A rule whose words depend on its options also defines `prefilter(text, options) -> bool`. A file that no selected rule can match is not even parsed.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ gradient accumulation) is left alone: the rule cannot tell intent from a bug the
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Set
 
 import libcst as cst
@@ -24,8 +25,8 @@ from trainlint.analysis.training import Event, LoopFacts, training_analysis
 from trainlint.context import RuleContext
 
 CODE = "TL001"
-# Prefilter: every group must have one of its words in the file.
-PREFILTER = (("step",), ("backward",))
+# Prefilter: a call of backward (also `manual_backward(`) and of a step.
+PREFILTER = (re.compile(r"backward\s*\("), re.compile(r"(\bstep|optimizer_step)\s*\("))
 
 
 def check(ctx: RuleContext) -> None:

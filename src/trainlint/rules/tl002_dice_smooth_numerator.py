@@ -24,9 +24,10 @@ from trainlint.analysis.index import method_name
 from trainlint.context import RuleContext
 
 CODE = "TL002"
-# A division, and a word that starts like a smoothing term or an overlap (not `tp` inside `http`).
-PREFILTER = (("/",), re.compile(r"\b(smooth|eps|inter|overlap|dice|tversky|iou|jaccard|tp|true_?pos|num)",
-                                re.IGNORECASE))
+# A division, and a word that names a smoothing term or an overlap (not `tp` in `http`, `inter` in
+# `interpolate`).
+PREFILTER = (("/",), re.compile(r"\b(smooth|eps\b|epsilon|dice|tversky|jaccard|iou\b|overlap|intersect|inter\b|"
+                                r"tp\b|true_?pos)", re.IGNORECASE))
 
 
 def check(ctx: RuleContext) -> None:

@@ -14,6 +14,7 @@ count, scalars returned from Keras losses, `.item()` values (logging).
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Set
 
 import libcst as cst
@@ -24,7 +25,19 @@ from trainlint.analysis.losses import Losses, loader_batch_sizes
 from trainlint.context import RuleContext
 
 CODE = "TL003"
-PREFILTER = (("/", "* (1", "*(1"), ("loss", "Loss", "mean", "reduce_"))
+PREFILTER = (
+    ("/", "* (1", "*(1"),
+    re.compile(r"loss|Loss|\bmean\(|\.mean\(|reduce_mean|reduce_sum|K\.sum|K\.mean"),
+)
+_BATCH_WORDS = r"size\(0\)|shape\[0\]|\blen\(|compile\("
+
+
+def prefilter(text: str, options) -> bool:
+    """A batch size must appear: `x.size(0)`, `x.shape[0]`, `len(`, a configured batch-size name, or a
+    Keras `compile(` (whose loss functions are checked)."""
+    names = options.get("batch-size-names", ["batch_size", "bs", "bsz"])
+    words = "|".join([_BATCH_WORDS] + [re.escape(n) for n in names])
+    return re.search(words, text) is not None
 
 
 def check(ctx: RuleContext) -> None:
