@@ -67,7 +67,7 @@ def main() -> int:
 
     import libcst
     import trainlint.analysis.index as index_mod
-    import trainlint.context as context_mod
+    import trainlint.positions as positions_mod
     import trainlint.engine as engine
     import trainlint.source as source_mod
     from trainlint.rules import RULE_MODULES, load
@@ -84,14 +84,7 @@ def main() -> int:
     OrigIndex = index_mod.ModuleIndex
     index_mod.ModuleIndex = T.wrap("ModuleIndex build", OrigIndex)  # lint_text imports it by name each call
 
-    class TimedWrapper(context_mod.MetadataWrapper):
-        pass
-
-    TimedWrapper.__init__ = T.wrap("positions (MetadataWrapper + PositionProvider)",
-                                   context_mod.MetadataWrapper.__init__)
-    TimedWrapper.resolve = T.wrap("positions (MetadataWrapper + PositionProvider)",
-                                  context_mod.MetadataWrapper.resolve)
-    context_mod.MetadataWrapper = TimedWrapper
+    positions_mod.compute_positions = T.wrap("positions (trainlint.positions)", positions_mod.compute_positions)
     for r in rules:
         r.check = T.wrap(f"rule {r.CODE} (analysis + reporting)", r.check)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from trainlint.analysis.index import ModuleIndex
 from trainlint.codes import CODES
@@ -33,8 +32,9 @@ class RuleContext:
 
     def range(self, node: cst.CSTNode) -> Tuple[Location, Location]:
         if self._positions is None:
-            wrapper = MetadataWrapper(self.index.module, unsafe_skip_copy=True)
-            self._positions = wrapper.resolve(PositionProvider)
+            from trainlint.positions import compute_positions
+
+            self._positions = compute_positions(self.index.module)
         r = self._positions[node]
         return Location(r.start.line, r.start.column + 1), Location(r.end.line, r.end.column + 1)
 
