@@ -291,3 +291,9 @@ def test_show_fixes(proj):
     (proj / "half.py").write_text("import torch\nmodel = Net().half()\nopt = torch.optim.Adam(model.parameters())\n")
     r = invoke("--no-cache", "--fix", "--show-fixes", "half.py")
     assert r.exit_code == 0 and "Fixed 1 in half.py" in r.output
+
+
+def test_long_dash_banner_is_not_a_nesting_error(proj):
+    (proj / "banner.py").write_text("# " + "-" * 120 + "\n" + BAD)
+    r = invoke("--no-cache", "--output-format", "concise", "banner.py")
+    assert "TL000" not in r.output and "TL001" in r.output

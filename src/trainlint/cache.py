@@ -56,7 +56,7 @@ class Cache:
             with open(os.path.join(self.dir, key[:2], key), "r", encoding="utf-8") as fh:
                 data = json.load(fh)
             diags = [Diagnostic.from_json(d) for d in data["diagnostics"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged entry: a miss
             return None
         for d in diags:
             d.filename = job.path

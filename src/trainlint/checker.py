@@ -86,7 +86,12 @@ def run_check(o: CheckOptions) -> int:
 
     cache = None
     if not o.no_cache and not (o.fix or o.diff):
-        cache = Cache.open(o.cache_dir or resolver.default().cache_dir)
+        try:
+            configured = resolver.default().cache_dir
+        except ConfigError as exc:  # the working directory's config is broken: say so, lint on
+            _warn(f"{exc}; using the default cache folder")
+            configured = None
+        cache = Cache.open(o.cache_dir or configured)
     todo = jobs
     cached = {}
     if cache is not None:

@@ -43,6 +43,14 @@ def main():
     Exit status: 0 no findings, 1 findings left, 2 usage, configuration or internal error.
     `trainlint check --help` lists the linter's options, `trainlint run --help` the runtime mode's.
     """
+    # A Linux file name is any bytes: names that are not UTF-8 must not crash the output.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover
+                pass
 
 
 def _split_codes(values: Sequence[str]) -> List[str]:

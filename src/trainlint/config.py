@@ -166,6 +166,8 @@ def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
                     tp = known[name][0]
                     if not isinstance(v, tp) or (tp is not bool and isinstance(v, bool)):
                         raise ConfigError(f"{where}: `rules.{code}.{name}` must be of type {tp.__name__}")
+                    if tp is list and not all(isinstance(x, str) for x in v):
+                        raise ConfigError(f"{where}: `rules.{code}.{name}` must be a list of strings")
                 s.rules[code] = dict(opts)
         elif key == "runtime":
             from trainlint.runtime.settings import DEFAULTS

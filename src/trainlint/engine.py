@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -56,10 +57,31 @@ def _group_matches(group, text: str) -> bool:
     return any(w in text for w in group)
 
 
+# Long runs of openers or unary operators: LibCST's native parser can overflow the C stack on them (a
+# crash, not an exception), so such files are first checked with CPython's parser, which refuses them
+# cleanly (it allows at most 200 nested parentheses).
+_DEEP = re.compile(r"(?:[(\[{]\s*){100,}|(?:\bnot\s+){100,}|(?:[-+~]\s*){100,}|(?:\bawait\s+){100,}")
+
+
+def _check_depth(text: str) -> None:
+    if _DEEP.search(text) is None:
+        return
+    import ast
+
+    try:
+        ast.parse(text)
+    except SyntaxError as exc:
+        raise SourceError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1)
+    except (RecursionError, MemoryError, ValueError):
+        raise SourceError("code is nested too deeply for the parser")
+    # CPython accepts it (a long `# -----` banner, or nesting within its limits): LibCST copes too.
+
+
 def parse(text: str):
     """Parse with LibCST, turning every failure into a SourceError with a location."""
     import libcst
 
+    _check_depth(text)
     try:
         return libcst.parse_module(text)
     except libcst.ParserSyntaxError as exc:
@@ -95,6 +117,11 @@ def lint_text(
         index = ModuleIndex(module, text)
     except RecursionError:
         result.diagnostics.append(file_error(filename, "code is nested too deeply to analyse"))
+        return result
+    except Exception as exc:  # a bug in the shared analysis: report it for this file, go on
+        result.diagnostics.append(file_error(
+            filename, f"internal error while indexing the module: {type(exc).__name__}: {exc}; please report "
+                      "this at https://github.com/trainlint/trainlint/issues"))
         return result
     ctx = RuleContext(index, filename, text, options)
     for rule in rules:
@@ -132,7 +159,21 @@ class Job:
 
 
 def process(job: Job) -> LintResult:
-    """Lint (and maybe fix) one file on disk. Never raises for a problem with the file."""
+    """Lint (and maybe fix) one file on disk. Never raises for a problem with the file: whatever goes
+    wrong becomes a TL000 finding for that file, and the run goes on."""
+    try:
+        return _process(job)
+    except RecursionError:
+        return LintResult(job.path, [file_error(job.path, "code is nested too deeply to analyse")])
+    except Exception as exc:  # the last line of defence
+        return LintResult(
+            job.path,
+            [file_error(job.path, f"internal error: {type(exc).__name__}: {exc}; please report this at "
+                                  "https://github.com/trainlint/trainlint/issues")],
+        )
+
+
+def _process(job: Job) -> LintResult:
     from trainlint.fixer import fix_text
     from trainlint.source import atomic_write, read_source
 
@@ -155,7 +196,7 @@ def process(job: Job) -> LintResult:
             if job.write:
                 try:
                     atomic_write(job.path, src.encode(new_text))
-                except (OSError, UnicodeEncodeError) as exc:
+                except (OSError, UnicodeError, LookupError) as exc:
                     result.fixed = 0
                     result.diagnostics.append(file_error(job.path, f"cannot write fixed file: {exc}"))
         return result

@@ -82,4 +82,7 @@ def _walk(root: str, resolver: ConfigResolver, add, out: Discovery) -> None:
             if os.path.islink(full) and not os.path.exists(full):
                 out.warnings.append((full, "broken symlink"))
                 continue
+            if not os.path.isfile(full):  # a FIFO, a device, a socket: reading it could block forever
+                out.warnings.append((full, "not a regular file, skipped"))
+                continue
             add(full)

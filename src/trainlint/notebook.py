@@ -39,6 +39,8 @@ class Notebook:
         except ValueError as exc:
             raise SourceError(f"notebook is not valid JSON: {exc}",
                               getattr(exc, "lineno", 1), getattr(exc, "colno", 1))
+        except RecursionError:
+            raise SourceError("notebook JSON is nested too deeply to read")
         if not isinstance(self.data, dict) or not isinstance(self.data.get("cells"), list):
             raise SourceError("notebook has no `cells` list (not an .ipynb file?)")
         self.cells: List[Cell] = []
@@ -48,7 +50,12 @@ class Notebook:
                 continue
             number += 1
             src = cell.get("source", "")
-            text = "".join(src) if isinstance(src, list) else str(src)
+            if isinstance(src, list) and all(isinstance(x, str) for x in src):
+                text = "".join(src)
+            elif isinstance(src, str):
+                text = src
+            else:
+                raise SourceError(f"code cell {number} has a `source` that is not text")
             self.cells.append(Cell(i, number, text, text.lstrip().startswith("%%")))
         self.masked: List[str] = []
         self.rows: List[Tuple[int, int]] = []  # joined row (0-based) -> (cell number, row in cell)

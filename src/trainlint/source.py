@@ -73,6 +73,8 @@ def decode(data: bytes) -> SourceFile:
         )
     except LookupError:
         raise SourceError(f"unknown encoding {encoding!r} in the coding declaration")
+    except (UnicodeError, ValueError, TypeError) as exc:  # codecs that cannot decode at all
+        raise SourceError(f"cannot decode the file as {encoding!r}: {exc}")
     if "\x00" in text:
         idx = text.index("\x00")
         row = text.count("\n", 0, idx) + 1

@@ -61,6 +61,7 @@ class ModuleIndex:
         self.loops: List[Loop] = []
         self.withs: List[cst.With] = []
         self._cache: Dict[str, object] = {}
+        self._callees: Dict[cst.Call, Optional[str]] = {}
         self._build()
 
     # -- construction -------------------------------------------------------------------------
@@ -162,7 +163,11 @@ class ModuleIndex:
 
     def callee(self, call: cst.Call) -> Optional[str]:
         """Qualified name of what a call calls (`torch.optim.Adam`, `self.criterion`, `len`)."""
-        return self.imports.qualify(call.func)
+        try:
+            return self._callees[call]
+        except KeyError:
+            q = self._callees[call] = self.imports.qualify(call.func)
+            return q
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

@@ -69,34 +69,47 @@ def _root_text(index: ModuleIndex, expr) -> Optional[str]:
     return None
 
 
+def _casts(index: ModuleIndex):
+    """Every cast in the module, once: [(scope, assigned-to text, cast receiver text, dtype)], and the
+    dtypes given to `torch.set_default_dtype`."""
+
+    def compute():
+        casts = []
+        defaults = set()
+        for call in index.calls:
+            if index.callee(call) == "torch.set_default_dtype" and call.args:
+                d = dtype_of(index, call.args[0].value)
+                if d:
+                    defaults.add(d)
+            c = cast_of(index, call)
+            if c is None:
+                continue
+            target = None
+            p = index.parent.get(call)
+            # `model = Net().half()` / `model = X.from_pretrained(..., torch_dtype=torch.float16)`
+            while isinstance(p, (cst.Call, cst.Attribute)):
+                p = index.parent.get(p)
+            if isinstance(p, cst.Assign) and len(p.targets) == 1:
+                target = index.code(p.targets[0].target).strip()
+            recv = receiver(call)
+            on = _root_text(index, recv) if recv is not None else None
+            casts.append((index.scope.get(call), target, on, c))
+        return casts, defaults
+
+    return index.cached("precision.casts", compute)
+
+
 def model_dtype(index: ModuleIndex, model: str, scope: Scope) -> Optional[str]:
     """The dtype `model` is cast to in `scope` (or the module), when all casts agree; else None."""
-    casts = set()
-    for call in index.calls:
-        sc = index.scope.get(call)
+    casts, defaults = _casts(index)
+    found = set(defaults)  # torch.set_default_dtype(torch.float16) makes every new model fp16
+    for sc, target, on, c in casts:
         if sc is not scope and sc is not None and not model.startswith("self."):
             continue
-        c = cast_of(index, call)
-        if c is None:
-            continue
-        target = None
-        p = index.parent.get(call)
-        # `model = Net().half()` / `model = X.from_pretrained(..., torch_dtype=torch.float16)`
-        while isinstance(p, (cst.Call, cst.Attribute)):
-            p = index.parent.get(p)
-        if isinstance(p, cst.Assign) and len(p.targets) == 1:
-            target = index.code(p.targets[0].target).strip()
-        recv = receiver(call)
-        on = _root_text(index, recv) if recv is not None else None
         if target == model or on == model:
-            casts.add(c)
-    for call in index.calls:  # torch.set_default_dtype(torch.float16) makes every new model fp16
-        if index.callee(call) == "torch.set_default_dtype" and call.args:
-            d = dtype_of(index, call.args[0].value)
-            if d:
-                casts.add(d)
-    if len(casts) == 1:
-        return casts.pop()
+            found.add(c)
+    if len(found) == 1:
+        return found.pop()
     return None
 
 

@@ -134,10 +134,36 @@ def _sibling_must_clear(facts: LoopFacts, tag, key: str) -> bool:
     return False
 
 
+def _bound_in(body: cst.CSTNode, key: str) -> bool:
+    """Is the optimizer (its root name, or the attribute itself) assigned inside the loop body?"""
+    from trainlint.analysis.walk import walk
+
+    root = key.split(".")[0]
+    for node, _ in walk(body):
+        targets = []
+        if isinstance(node, cst.Assign):
+            targets = [t.target for t in node.targets]
+        elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (cst.For, cst.CompFor)):
+            targets = [node.target]
+        elif isinstance(node, cst.AsName):
+            targets = [node.name]
+        for t in targets:
+            for sub, _ in walk(t):
+                if isinstance(sub, cst.Name) and sub.value == root and "." not in key:
+                    return True
+                if isinstance(sub, cst.Attribute) and sub.attr.value == key.rsplit(".", 1)[-1]:
+                    return True
+    return False
+
+
 def _insert_fix(ctx: RuleContext, facts: LoopFacts, key: str):
     body = facts.loop.body
     if not isinstance(body, cst.IndentedBlock) or not body.body:
         return None
+    if _bound_in(body, key):
+        return None  # the optimizer is created in the loop: clearing at the top would use it too early
     first = body.body[0]
     return ctx.fix(
         "unsafe",
