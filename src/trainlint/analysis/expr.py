@@ -13,10 +13,6 @@ _OVERLAP_NAME = re.compile(r"inter|overlap|(^|_)tp($|_)|true_?pos|(^|_)num(erato
 _SMOOTH_NAME = re.compile(r"smooth|eps|epsilon|delta|laplace|(^|_)s($|_)|(^|_)k($|_)|offset", re.IGNORECASE)
 
 
-def strip(expr: cst.BaseExpression) -> cst.BaseExpression:
-    return expr
-
-
 def additive_terms(expr: cst.BaseExpression, added_only: bool = False) -> List[cst.BaseExpression]:
     """`a + b - c` -> [a, b, c] (or [a, b] with `added_only`); inner parentheses are looked through."""
     if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
@@ -61,12 +57,6 @@ def number_value(expr: cst.BaseExpression) -> Optional[float]:
 def is_product(expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.BinaryOperation) and isinstance(
         expr.operator, (cst.Multiply, cst.BitAnd, cst.MatrixMultiply))
-
-
-def contains(expr: cst.CSTNode, pred) -> bool:
-    from trainlint.analysis.walk import walk
-
-    return any(pred(n) for n, _ in walk(expr))
 
 
 class Resolver:

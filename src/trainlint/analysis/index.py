@@ -15,11 +15,11 @@ Loop = Union[cst.For, cst.While]
 
 
 # Node kinds the index dispatches on, cached per node type (isinstance on LibCST's ABCs is slow).
-_CALL, _BINOP, _ASSIGN, _LOOP, _WITH, _FUNC, _LAMBDA, _CLASS, _IMPORT, _OTHER = (
-    "call", "binop", "assign", "loop", "with", "func", "lambda", "class", "import", "other")
+_CALL, _BINOP, _ASSIGN, _LOOP, _FUNC, _LAMBDA, _CLASS, _IMPORT, _OTHER = (
+    "call", "binop", "assign", "loop", "func", "lambda", "class", "import", "other")
 _KIND_TYPES = [
     (cst.Call, _CALL), (cst.BinaryOperation, _BINOP), ((cst.Assign, cst.AnnAssign, cst.AugAssign), _ASSIGN),
-    ((cst.For, cst.While), _LOOP), (cst.With, _WITH), (cst.FunctionDef, _FUNC), (cst.Lambda, _LAMBDA),
+    ((cst.For, cst.While), _LOOP), (cst.FunctionDef, _FUNC), (cst.Lambda, _LAMBDA),
     (cst.ClassDef, _CLASS), ((cst.Import, cst.ImportFrom), _IMPORT),
 ]
 _KINDS: Dict[type, str] = {}
@@ -59,7 +59,6 @@ class ModuleIndex:
         self.calls: List[cst.Call] = []
         self.divisions: List[cst.CSTNode] = []  # BinaryOperation(/) and AugAssign(/=)
         self.loops: List[Loop] = []
-        self.withs: List[cst.With] = []
         self._cache: Dict[str, object] = {}
         self._callees: Dict[cst.Call, Optional[str]] = {}
         self._build()
@@ -98,8 +97,6 @@ class ModuleIndex:
                 self._record_assign(node, scope)
             elif kind is _LOOP:
                 self.loops.append(node)
-            elif kind is _WITH:
-                self.withs.append(node)
             elif kind is _FUNC:
                 self.all_functions.append(node)
                 # A method is a function whose parent chain reaches a ClassDef body directly.
@@ -172,27 +169,6 @@ class ModuleIndex:
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
-    def enclosing(self, node: cst.CSTNode, types) -> Optional[cst.CSTNode]:
-        p = self.parent.get(node)
-        while p is not None and not isinstance(p, types):
-            p = self.parent.get(p)
-        return p
-
-    def statement_of(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
-        """The statement (simple or compound) that contains `node`."""
-        p: Optional[cst.CSTNode] = node
-        while p is not None and not isinstance(p, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
-            p = self.parent.get(p)
-        return p
-
-    def line_of_statement(self, node: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
-        p = self.parent.get(node)
-        while p is not None and not isinstance(p, cst.SimpleStatementLine):
-            if isinstance(p, cst.BaseCompoundStatement):
-                return None
-            p = self.parent.get(p)
-        return p
-
     def values_of(self, name: str, scope: Scope) -> List[cst.BaseExpression]:
         """Values assigned to `name` in `scope`, else in the module scope."""
         vals = self.assigns.get(scope, {}).get(name) if scope in self.assigns else None
@@ -237,14 +213,6 @@ class ModuleIndex:
                 return expr
         return expr
 
-    def is_param(self, name: str, scope: Scope) -> bool:
-        if not isinstance(scope, (cst.FunctionDef, cst.Lambda)):
-            return False
-        params = scope.params
-        for p in (*params.posonly_params, *params.params, *params.kwonly_params):
-            if p.name.value == name:
-                return True
-        return False
 
 
 def call_arg(call: cst.Call, keyword: str, position: Optional[int] = None) -> Optional[cst.Arg]:
@@ -263,10 +231,6 @@ def call_arg(call: cst.Call, keyword: str, position: Optional[int] = None) -> Op
     return None
 
 
-def has_star_args(call: cst.Call) -> bool:
-    return any(a.star for a in call.args)
-
-
 def method_name(call: cst.Call) -> Optional[str]:
     """`step` for `x.step(...)`, else None."""
     if isinstance(call.func, cst.Attribute):
@@ -280,4 +244,4 @@ def receiver(call: cst.Call) -> Optional[cst.BaseExpression]:
     return None
 
 
-__all__ = ["ModuleIndex", "call_arg", "method_name", "receiver", "dotted", "has_star_args"]
+__all__ = ["ModuleIndex", "call_arg", "method_name", "receiver", "dotted"]
