@@ -57,10 +57,14 @@ def _group_matches(group, text: str) -> bool:
     return any(w in text for w in group)
 
 
-# Long runs of openers or unary operators: LibCST's native parser can overflow the C stack on them (a
-# crash, not an exception), so such files are first checked with CPython's parser, which refuses them
-# cleanly (it allows at most 200 nested parentheses).
-_DEEP = re.compile(r"(?:[(\[{]\s*){100,}|(?:\bnot\s+){100,}|(?:[-+~]\s*){100,}|(?:\bawait\s+){100,}")
+# Long runs of openers, unary operators, lambdas, calls, powers, attributes or subscripts: LibCST's
+# native parser can overflow the C stack on them (a crash, not an exception) or take a minute first, so
+# such files are first checked with CPython's parser, which refuses them at once (it allows at most 200
+# nested parentheses and limits its recursion).
+_DEEP = re.compile(
+    r"(?:[(\[{]\s*){100,}|(?:\bnot\s+){100,}|(?:[-+~]\s*){100,}|(?:\bawait\s+){100,}"
+    r"|(?:\blambda\s*:\s*){100,}|(?:\(\s*\)\s*){100,}|(?:\*\*\s*\w+\s*){100,}|(?:\.\w+){500,}|(?:\[\w*\]){500,}"
+)
 
 
 def _check_depth(text: str) -> None:
