@@ -550,7 +550,15 @@ DEEP = {
     "parens_5000": "x = " + "(" * 5000 + "1" + ")" * 5000 + "\n",
     "lists_3000": "x = " + "[" * 3000 + "]" * 3000 + "\n",
     "not_20000": "x = " + "not " * 20000 + "a\n",
+    "lambdas_10000": "x = " + "lambda: " * 10000 + "a\n",
 }
+if SLOW:  # LibCST takes ~50 s before it overflows on these; CPython refuses them at once
+    DEEP.update({
+        "call_chain_8000": "x = f" + "()" * 8000 + "\n",
+        "power_chain_8000": "x = " + "a ** " * 8000 + "a\n",
+        "attribute_chain_20000": "x = a" + ".b" * 20000 + "\n",
+        "subscript_chain_20000": "x = a" + "[0]" * 20000 + "\n",
+    })
 
 
 @pytest.mark.parametrize("name", sorted(DEEP))
