@@ -561,6 +561,42 @@ if SLOW:  # LibCST takes ~50 s before it overflows on these; CPython refuses the
     })
 
 
+# Nesting with something between the openers: CPython refuses more than 200 nested brackets (or runs out
+# of its parser's stack) at once; LibCST's native parser overflows the C stack and kills the process.
+NESTED = {
+    "call_args_5000": "x = " + "f(a, " * 5000 + "1" + ")" * 5000,
+    "dicts_5000": "x = " + "{'k': " * 5000 + "1" + "}" * 5000,
+    "tuples_5000": "x = " + "(a, " * 5000 + "1" + ")" * 5000,
+    "subscripts_5000": "x = " + "a[" * 5000 + "1" + "]" * 5000,
+    "comprehensions_3000": "x = " + "[y for y in " * 3000 + "z" + "]" * 3000,
+    "sums_in_parens_5000": "x = " + "(a + " * 5000 + "1" + ")" * 5000,
+    "negated_parens_5000": "x = " + "-(" * 5000 + "1" + ")" * 5000,
+    "not_parens_5000": "x = " + "not (" * 5000 + "a" + ")" * 5000,
+    "ternaries_5000": "x = " + "(a if b else " * 5000 + "c" + ")" * 5000,
+    "lambdas_with_args_10000": "x = " + "lambda x: " * 10000 + "a",
+    "starred_5000": "x = " + "[*" * 5000 + "a" + "]" * 5000,
+}
+
+_LINT_ONE = """
+import sys
+from trainlint.codes import STATIC_CODES
+from trainlint.config import Settings
+from trainlint.engine import lint_text
+r = lint_text(open(sys.argv[1], encoding="utf-8").read(), sys.argv[1], STATIC_CODES, Settings().rule_options())
+print(" | ".join(d.code + " " + d.message for d in r.diagnostics))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_nested_shapes_are_tl000_not_a_crash(tmp_path, name):
+    """lint_text in a child process (a crash would take pytest down with it): a TL000, not a SIGSEGV."""
+    path = tmp_path / f"case_{name}.py"
+    path.write_text(PREFILTER + NESTED[name] + "\n")
+    r = subprocess.run([sys.executable, "-c", _LINT_ONE, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"lint_text crashed (exit status {r.returncode}) on {name}: {r.stderr[-2000:]}"
+    assert "TL000" in r.stdout and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("name", sorted(DEEP))
 def test_deep_nesting_is_a_tl000_not_a_crash(tmp_path, name):
     """Run in a subprocess: LibCST's native parser overflows its stack (SIGSEGV) on these."""

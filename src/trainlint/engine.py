@@ -63,12 +63,29 @@ def _group_matches(group, text: str) -> bool:
 # nested parentheses and limits its recursion).
 _DEEP = re.compile(
     r"(?:[(\[{]\s*){100,}|(?:\bnot\s+){100,}|(?:[-+~]\s*){100,}|(?:\bawait\s+){100,}"
-    r"|(?:\blambda\s*:\s*){100,}|(?:\(\s*\)\s*){100,}|(?:\*\*\s*\w+\s*){100,}|(?:\.\w+){500,}|(?:\[\w*\]){500,}"
+    r"|(?:\blambda\b[^:\n]{0,40}:\s*){100,}|(?:\(\s*\)\s*){100,}|(?:\*\*\s*\w+\s*){100,}|(?:\.\w+){500,}|(?:\[\w*\]){500,}"
 )
 
 
+_NOT_BRACKET = re.compile(r"[^()\[\]{}]+")
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest bracket nesting, counting brackets in strings and comments too (an over-estimate is
+    fine: it only decides whether CPython's parser looks at the file first)."""
+    depth = deepest = 0
+    for ch in _NOT_BRACKET.sub("", text):
+        if ch in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif depth:
+            depth -= 1
+    return deepest
+
+
 def _check_depth(text: str) -> None:
-    if _DEEP.search(text) is None:
+    if _DEEP.search(text) is None and _bracket_depth(text) < 100:
         return
     import ast
 
