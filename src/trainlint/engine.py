@@ -84,8 +84,15 @@ def _bracket_depth(text: str) -> int:
     return deepest
 
 
+# Shapes CPython accepts but LibCST's native parser crashes on (thousands of `and`/`or` terms in one
+# expression): refused with a TL000; no real program is written like this.
+_LIBCST_CRASHERS = re.compile(r"(?:\b(?:and|or)\s+[\w.]+\s*){2000,}")
+
+
 def _check_depth(text: str) -> None:
-    if _DEEP.search(text) is None and _bracket_depth(text) < 100:
+    if _LIBCST_CRASHERS.search(text) is not None:
+        raise SourceError("expression too long for trainlint's parser (2000 or more `and`/`or` terms)")
+    if _DEEP.search(text) is None and _bracket_depth(text) < 100 and text.count("elif") < 1000:
         return
     import ast
 
