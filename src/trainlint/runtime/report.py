@@ -201,8 +201,13 @@ def loss_svg(monitor, diags) -> str:
     if bad:
         legend.append(f'<span class="key bad">NaN/Inf loss ({len(bad)})</span>')
     legend.append('<span class="key epochk">epoch boundary</span><span class="key findk">finding</span>')
+    return _figure(parts, legend, "loss per batch")
+
+
+def _figure(parts, legend, label: str) -> str:
+    """One plot: the inline SVG and its legend below it."""
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
-            f'role="img" aria-label="loss per batch">{"".join(parts)}</svg>'
+            f'role="img" aria-label="{label}">{"".join(parts)}</svg>'
             f'<div class="legend">{"".join(legend)}</div>')
 
 
@@ -238,9 +243,7 @@ def norm_svg(monitor, diags) -> str:
     if bad_total:
         legend.append(f'<span class="key bad">NaN/Inf gradient ({bad_total})</span>')
     legend.append('<span class="key findk">finding</span>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
-            f'role="img" aria-label="gradient norm per step">{"".join(parts)}</svg>'
-            f'<div class="legend">{"".join(legend)}</div>')
+    return _figure(parts, legend, "gradient norm per step")
 
 
 CSS = """
