@@ -126,3 +126,14 @@ def test_rule_pages_ship_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(tmp_path / whl).namelist()
     for info in CODES.values():
         assert f"trainlint/_rule_pages/{info.page}" in names
+
+
+def test_every_static_code_has_a_rule_module_and_every_module_a_code():
+    """Rule modules are discovered by file name: each must match a static code, and each static code
+    must have its module (a code without a rule would silently check nothing)."""
+    from trainlint.codes import STATIC_CODES
+    from trainlint.rules import RULE_MODULES, load
+
+    assert sorted(RULE_MODULES) == sorted(STATIC_CODES)
+    for rule in load(list(RULE_MODULES)):
+        assert rule.CODE in RULE_MODULES and RULE_MODULES[rule.CODE] == rule.__name__

@@ -1,23 +1,36 @@
-"""The static rules. Each module defines CODE, PREFILTER and `check(ctx)`.
+"""The static rules. Each module `tlNNN_<name>.py` defines CODE, PREFILTER and `check(ctx)`.
 
 A rule reads facts from `ctx.index` (and the analyses in `trainlint.analysis`) and calls
 `ctx.report(...)`. PREFILTER is a tuple of groups (a tuple of substrings, any of which must occur, or a
 compiled regular expression that must match): the rule can only fire on a file matching every group.
-A rule whose words depend on its options also defines `prefilter(text, options) -> bool`. A file that no selected rule can match is not even parsed.
+A rule whose words depend on its options also defines `prefilter(text, options) -> bool`. A file that no
+selected rule can match is not even parsed.
+
+Rule modules are found by their file name (`tl006_amp_clip_before_unscale.py` is TL006), so adding a
+rule is adding its module, its `Code` in `trainlint.codes` and its page in `rules/`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from typing import Dict, List
 
-RULE_MODULES: Dict[str, str] = {
-    "TL001": "trainlint.rules.tl001_missing_zero_grad",
-    "TL002": "trainlint.rules.tl002_dice_smooth_numerator",
-    "TL003": "trainlint.rules.tl003_double_loss_reduction",
-    "TL004": "trainlint.rules.tl004_train_loader_drop_last",
-    "TL005": "trainlint.rules.tl005_optimizer_eps_underflow",
-}
+_MODULE_FILE = re.compile(r"^tl(\d{3})_\w+\.py$")
+
+
+def _discover() -> Dict[str, str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    found: Dict[str, str] = {}
+    for name in sorted(os.listdir(here)):
+        m = _MODULE_FILE.match(name)
+        if m:
+            found[f"TL{m.group(1)}"] = f"{__name__}.{name[:-3]}"
+    return found
+
+
+RULE_MODULES: Dict[str, str] = _discover()
 
 
 def load(codes: List[str]):
