@@ -43,7 +43,8 @@ class LossRecord:
 class StepRecord:
     """One optimizer step: the global gradient norm and the parameters whose gradient is non-finite."""
 
-    __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short")
+    __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short", "clip",
+                 "no_grads")
 
     def __init__(self, opt, step: int, epoch: Optional[int], params: List[Any], vecs: List[Any],
                  loss_index: int):
@@ -57,6 +58,13 @@ class StepRecord:
         self.loss_index = loss_index  # number of loss records seen when the step ran
         self.site: Site = UNKNOWN  # the backward() line of the last loss before this step
         self.short = False  # the last batch before this step was a short (last) batch
+        self.clip: Any = None  # the norm clip_grad_norm_ returned before this step (device, then host float)
+        self.no_grads = False  # no parameter of the optimizer had a gradient
+
+    @property
+    def raw(self) -> float:
+        """The gradient norm before clipping (the norm `clip_grad_norm_` saw), else the norm at the step."""
+        return self.clip if isinstance(self.clip, float) else self.total
 
 
 class ParamCheck:
