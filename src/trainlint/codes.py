@@ -102,3 +102,23 @@ def expand_selectors(selectors: Iterable[str], universe: Iterable[str]) -> List[
 def is_valid_selector(sel: str) -> bool:
     s = sel.strip().upper()
     return s == "ALL" or any(c.startswith(s) for c in CODES) and len(s) >= 2
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate closest to a mistyped `word` (a command, a config key, a rule code), or None."""
+    import difflib
+
+    candidates = list(candidates)
+    by_upper = {c.upper(): c for c in candidates}
+    match = difflib.get_close_matches(word.upper(), list(by_upper), n=1, cutoff=0.6)
+    return by_upper[match[0]] if match else None
+
+
+def unknown_code_hint(sel: str) -> str:
+    """` (did you mean `TL001`?)` for a mistyped rule selector, else the empty string."""
+    s = sel.strip().upper()
+    names = {c.name: c.code for c in CODES.values()}
+    if s.lower() in names:
+        return f" (did you mean `{names[s.lower()]}`? selectors are codes, not names)"
+    close = did_you_mean(s, list(CODES))
+    return f" (did you mean `{close}`?)" if close else ""
