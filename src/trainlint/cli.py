@@ -22,7 +22,7 @@ class DefaultGroup(click.Group):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             first = args[0] if args else ""
             # `trainlint chek .`: a word that is no path but close to a command is a typo, not a path.
-            if first and not first.startswith("-") and not os.path.lexists(first):
+            if first and first.isidentifier() and not os.path.lexists(first):
                 close = did_you_mean(first, self.commands)
                 if close:
                     ctx.fail(f"unknown command `{first}`; did you mean `{close}`?")
@@ -82,7 +82,7 @@ def _split_codes(values: Sequence[str]) -> List[str]:
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of the findings.")
 @click.option("--exit-zero", is_flag=True, help="Exit with 0 even when findings remain.")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit with 1 if any fix was applied, even if nothing remains.")
-@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this pyproject.toml for every file instead of discovering one.")
+@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this configuration file (pyproject.toml or trainlint.toml) for every file instead of discovering one.")
 @click.option("--extend-exclude", multiple=True, metavar="PATTERN", help="More paths to exclude (globs).")
 @click.option("--force-exclude", is_flag=True, help="Apply excludes also to paths named on the command line (for pre-commit).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
