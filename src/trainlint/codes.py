@@ -66,6 +66,12 @@ CODES: Dict[str, Code] = {
              "gradient norm collapses to ~0 while the loss is not small", "runtime", confirms="TL002"),
         Code("TL107", "eps-underflow", "an optimizer eps is 0 in its state dtype", "runtime",
              confirms="TL005"),
+        Code("TL108", "parameters-not-updated",
+             "optimizer steps without gradients, or on gradients cleared between backward() and step()",
+             "runtime", confirms="TL001"),
+        Code("TL109", "loss-diverged", "the loss rose far above its starting level without NaN", "runtime"),
+        Code("TL110", "loss-at-chance-level",
+             "a cross-entropy loss stalls at ln(classes), the loss of a uniform guess", "runtime"),
     ]
 }
 

@@ -74,7 +74,7 @@ def test_report_marks_non_finite_values_and_findings(tmp_path):
     text, w = _report(tmp_path, S.log_underflow, steps=10, bad_step=6)
     assert 'class="nonfinite"' in text
     assert text.count('class="finding"') >= 2  # TL101 on both plots
-    assert re.search(r"TL101 at step 7", text)
+    assert re.search(r"TL101 at step 6", text)
 
 
 def test_report_without_any_training(tmp_path):

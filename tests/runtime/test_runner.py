@@ -23,7 +23,7 @@ def test_json_output_and_exit_status_with_findings():
     for key in ("code", "name", "message", "severity", "filename", "cell", "location", "end_location",
                 "fix", "url", "step", "epoch", "evidence", "confirms"):
         assert key in d
-    assert d["confirms"] == "TL001" and d["fix"] is None and d["step"] == 2
+    assert d["confirms"] == "TL001" and d["fix"] is None and d["step"] == 1
     assert d["filename"] == "runtime_scenarios.py"  # relative to the working directory
 
 

@@ -36,6 +36,7 @@ class History:
         # mean loss per step (index: step); NaN where no finite loss was recorded
         self._step_sum = array("d")
         self._step_n = array("l")
+        self._step_bad = array("l")  # non-finite losses per step
 
     def add_loss(self, r: LossRecord) -> None:
         sid = self._site_ids.get(r.site)
@@ -49,12 +50,16 @@ class History:
         self.loss_size.append(r.size or 0)
         self.loss_full.append(r.full or 0)
         self.loss_site.append(sid)
-        if math.isfinite(r.value) and r.step >= 0:
+        if r.step >= 0:
             while len(self._step_sum) <= r.step:
                 self._step_sum.append(0.0)
                 self._step_n.append(0)
-            self._step_sum[r.step] += r.value
-            self._step_n[r.step] += 1
+                self._step_bad.append(0)
+            if math.isfinite(r.value):
+                self._step_sum[r.step] += r.value
+                self._step_n[r.step] += 1
+            else:
+                self._step_bad[r.step] += 1
 
     def add_step(self, r: StepRecord) -> None:
         steps, norms = self.norms.setdefault(r.opt.label, (array("l"), array("d")))
@@ -71,6 +76,10 @@ class History:
         if 0 <= step < len(self._step_n) and self._step_n[step]:
             return self._step_sum[step] / self._step_n[step]
         return None
+
+    def step_nonfinite(self, step: int) -> bool:
+        """Was a loss of this step NaN/Inf?"""
+        return 0 <= step < len(self._step_bad) and self._step_bad[step] > 0
 
     @property
     def loss_steps(self) -> int:

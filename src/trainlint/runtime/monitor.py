@@ -6,6 +6,7 @@ the checks (`checks/`).
 - `transfer.py` the device-to-host copy of pending values, once per flush;
 - `history.py`  the host-side series: the report's data and the facts the checks read;
 - `names.py`    names of modules, parameters, models and optimizers;
+- `gradtrack.py` what happened to the gradients between steps (cleared, accumulated), from metadata;
 - `checks/`     one small file per code, fed by the events listed in `checks/base.py`.
 
 No host-device synchronisation per step on an accelerator: losses and per-parameter gradient norms stay
@@ -22,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from trainlint.runtime import transfer
+from trainlint.runtime.gradtrack import GradTracker
 from trainlint.runtime.history import History
 from trainlint.runtime.names import Names
 from trainlint.runtime.records import LossRecord, ParamCheck, StepRecord
@@ -42,17 +44,18 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "closure", "__weakref__")
+                 "params_bad", "plan", "closure", "var", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
         self.index = index
         self.cls = type(opt).__name__
-        self.label = self.cls if index == 0 else f"{self.cls}#{index + 1}"
+        self.label = self.cls if index == 0 else f"{self.cls}#{index + 1}"  # or the user's variable name
+        self.var: Optional[str] = None  # the user's variable name, where found
         self.steps = 0  # completed steps of this optimizer
         self.site: Site = UNKNOWN  # where its step() is called (resolved once)
         self.primary = primary  # the first optimizer that stepped: its steps are "the" steps
-        self.param_ok_step = 0
+        self.param_ok_step = -1
         self.params_bad = False
         self.plan: Optional[Tuple[Any, List[Any], bool]] = None  # see Monitor._plan
         self.closure = False  # the step in progress was called with a closure (LBFGS, Lightning)
@@ -60,6 +63,11 @@ class OptState:
     @property
     def opt(self):
         return self.ref()
+
+    @property
+    def title(self) -> str:
+        """How messages name it: `optimizerG` (Adam), or Adam#2 when no variable was found."""
+        return f"`{self.var}` ({self.cls})" if self.var else self.label
 
 
 class LoaderState:
@@ -81,7 +89,8 @@ class Monitor:
         self.every = int(settings["every"])
         self.sites = SiteFinder()
         self.history = History()
-        self.names = Names(models)
+        self.names = Names(models, self.sites.skips)
+        self.grads = GradTracker()
         self.sources = Sources(self)
         self.step = 0  # completed steps of the primary optimizer
         self.loss_count = 0
@@ -107,6 +116,7 @@ class Monitor:
         self.captured: List[Tuple[Any, Any, Any]] = []
         self._last_scaled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._last_clip: Optional[torch.Tensor] = None
+        self._last_ce: Optional[Tuple[torch.Tensor, int]] = None
         self.attached = False
         self.closed = False
         self.errors: List[str] = []
@@ -154,6 +164,7 @@ class Monitor:
         self.captured.clear()
         self._last_scaled = None
         self._last_clip = None
+        self._last_ce = None
         if _ACTIVE is self:
             _ACTIVE = None
         self.attached = False
@@ -193,6 +204,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
+        self.grads.backward_start()
         for f in self._ev_backward_start:
             f()
         if tensor is None or not implicit or tensor.numel() != 1 or not tensor.is_floating_point():
@@ -203,15 +215,18 @@ class Monitor:
             tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
         site = self.sites.find(1)
         self.last_loss_site = site
-        self._record_loss(tensor.detach(), site)
+        ce = self._last_ce
+        self._last_ce = None
+        self._record_loss(tensor.detach(), site, ce[1] if ce is not None and ce[0] is tensor else None)
 
     def backward_end(self) -> None:
+        self.grads.backward_end()
         for f in self._ev_backward_end:
             f()
         self.captured.clear()
         self._last_clip = None  # a clip norm belongs to the gradients of the last backward
 
-    def _record_loss(self, t: torch.Tensor, site: Site) -> None:
+    def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int]) -> None:
         cb = self.current_batch
         if cb is not None:
             st, pass_no, batch, size, full = cb
@@ -219,9 +234,10 @@ class Monitor:
             if epoch is None:
                 epoch = self._epoch_of[(st.key, pass_no)] = len(self._epoch_of) + 1
             self.current_epoch = epoch
-            rec = LossRecord(self.loss_count, self.step + 1, epoch, st.key, batch, size, full, site)
+            rec = LossRecord(self.loss_count, self.step, epoch, st.key, batch, size, full, site)
         else:
-            rec = LossRecord(self.loss_count, self.step + 1, None, None, None, None, None, site)
+            rec = LossRecord(self.loss_count, self.step, None, None, None, None, None, site)
+        rec.classes = classes
         self.loss_count += 1
         if self.immediate is None:
             self.immediate = t.device.type == "cpu" or self.every == 1
@@ -275,6 +291,12 @@ class Monitor:
     def clipped(self, total: torch.Tensor) -> None:
         self._last_clip = total.detach()
 
+    def classified(self, loss: torch.Tensor, scores: torch.Tensor) -> None:
+        """A cross-entropy/NLL loss over class scores (N, C, ...) or (C,): remember C for that loss."""
+        if loss.dim() == 0 and scores.dim() >= 1:
+            classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
+            self._last_ce = (loss, classes) if classes >= 2 else None
+
     # ------------------------------------------------------------------ optimizer steps
     def _opt_state(self, opt) -> Optional[OptState]:
         st = self.opts.get(opt)
@@ -297,17 +319,24 @@ class Monitor:
         st.closure = closure
         if st.steps == 0 and st.site is UNKNOWN:
             st.site = self.sites.find(1)
+            st.var = self.names.variable(opt)
+            if st.var:
+                st.label = st.var
             for f in self._ev_optimizer:
                 f(st)
         for f in self._ev_pre_step:
             f(st)
-        self._record_norms(st, opt)
+        if not closure:  # with a closure, the gradients of this step exist only after it ran
+            self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
         st = self.opts.get(opt)
         if st is None:
             return
+        if st.closure:
+            self._record_step(st, opt)
         st.steps += 1
+        self.grads.post_step(st)
         for f in self._ev_post_step:
             f(st)
         self.captured.clear()
@@ -331,25 +360,33 @@ class Monitor:
             plan = st.plan = (key, params, len(dtypes) <= 1)
         return plan
 
-    def _record_norms(self, st: OptState, opt) -> None:
+    def _record_step(self, st: OptState, opt) -> None:
+        """The step `st` is taking: its gradient norms (kept on the device, as 0-dim tensors stacked and
+        copied once per flush), the norm before clipping, what happened to the gradients since the
+        previous step."""
         _, params, uniform = self._plan(st, opt)
         grads = [p.grad for p in params]
         if any(g is None or g.is_sparse for g in grads):
             pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
             params = [p for p, _ in pairs]
             grads = [g for _, g in pairs]
-            if not grads:
-                return
-        with torch.no_grad():
-            if uniform:  # the usual case: one device, one dtype
-                ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
-            else:
-                ordered, vecs = [], []
-                for ps, gs in grouped(params, grads):
-                    vecs.append((gs[0].device, foreach_norms(gs)))
-                    ordered.extend(ps)
-        # the norms stay on the device as 0-dim tensors: stacked and copied once per flush
-        rec = StepRecord(st, st.steps + 1, self.epoch(), ordered, vecs, self.loss_count)
+        ordered: List[Any] = []
+        vecs: List[Any] = []
+        if grads:
+            with torch.no_grad():
+                if uniform:  # the usual case: one device, one dtype
+                    ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
+                else:
+                    for ps, gs in grouped(params, grads):
+                        vecs.append((gs[0].device, foreach_norms(gs)))
+                        ordered.extend(ps)
+        rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
+        rec.no_grads = not grads
+        rec.closure = st.closure
+        rec.accumulated, rec.after_backward = self.grads.at_step(st)
+        if self._last_clip is not None:
+            rec.clip = self._last_clip
+            self._last_clip = None
         rec.site = self.last_loss_site
         cb = self.current_batch
         if cb is not None and cb[3] is not None and cb[4] is not None and cb[3] < cb[4]:
@@ -430,9 +467,9 @@ class Monitor:
             bad = transfer.nonfinite_params([p for g in opt.param_groups for p in g["params"]])
             if bad:
                 st.params_bad = True
-                out.append(ParamCheck(st, st.steps, st.param_ok_step, self.epoch(), bad))
+                out.append(ParamCheck(st, st.steps - 1, st.param_ok_step, self.epoch(), bad))
             else:
-                st.param_ok_step = st.steps
+                st.param_ok_step = st.steps - 1
         return out
 
     # ------------------------------------------------------------------ names
@@ -462,8 +499,11 @@ class Monitor:
             except Exception as exc:  # pragma: no cover - defensive
                 self.internal(exc)
         out: List[Any] = []
-        for c in self.checks:
+        # checks that read the others' findings (to point at an earlier cause) come last
+        for c in sorted(self.checks, key=lambda c: c.reads_findings):
             try:
+                if c.reads_findings:
+                    c.others = list(out)
                 out.extend(c.diagnostics())
             except Exception as exc:  # pragma: no cover - defensive
                 self.errors.append(f"{c.code}: {exc!r}")

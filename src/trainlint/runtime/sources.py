@@ -11,6 +11,8 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
                                                                     sink.batch(it, batch)
 - a wrapper on `torch.amp.GradScaler.scale`                      -> sink.scaled(scaled, unscaled)
 - a wrapper on `torch.nn.utils.clip_grad_norm_`                  -> sink.clipped(total_norm)
+- wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
+  them)                                                            -> sink.classified(loss, scores)
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
@@ -56,6 +58,11 @@ class Sources:
             for owner in (nn_utils, clip_mod):
                 if owner is not None and callable(getattr(owner, "clip_grad_norm_", None)):
                     self._patch(owner, "clip_grad_norm_", self._wrap_clip)
+            import torch.nn.functional as F
+
+            for name in ("cross_entropy", "nll_loss"):
+                if callable(getattr(F, name, None)):
+                    self._patch(F, name, self._wrap_classification_loss)
         except BaseException:
             self.detach()
             raise
@@ -240,3 +247,18 @@ class Sources:
             return total
 
         return clip_grad_norm_
+
+    def _wrap_classification_loss(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def loss_fn(input, target, *args, **kwargs):
+            out = orig(input, target, *args, **kwargs)
+            if not src.sink.closed and isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor):
+                try:
+                    src.sink.classified(out, input)
+                except Exception as exc:  # pragma: no cover - defensive
+                    src.sink.internal(exc)
+            return out
+
+        return loss_fn
