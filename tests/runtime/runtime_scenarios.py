@@ -389,7 +389,7 @@ def closure_nan_gradient(steps: int = 8, bad_step: int = 4):
             loss.backward()
             return loss
 
-        losses.append(float(opt.step(closure)))
+        losses.append(opt.step(closure).item())
     return losses
 
 
@@ -409,7 +409,7 @@ def lbfgs(steps: int = 10):
             loss.backward()
             return loss
 
-        losses.append(float(opt.step(closure)))
+        losses.append(opt.step(closure).item())
     return losses
 
 
@@ -478,6 +478,108 @@ def gan(steps: int = 60):
         optimizerG.step()
         losses.append(lossG.item())
     return losses
+
+
+def autocast_bf16(steps: int = 40):
+    """Healthy: CPU autocast to bfloat16 around the forward pass and the loss."""
+    torch.manual_seed(0)
+    loader = DataLoader(_blobs(n=640, seed=0), batch_size=32, shuffle=True)
+    model = _classifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+def warmup_from_zero(steps: int = 60):
+    """Healthy: a linear warmup whose first learning rate is 0 (the first step changes nothing)."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, i / 20))
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(32, 8)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x[:, :2].sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def frozen_layers(steps: int = 40):
+    """Healthy: the first layer frozen (requires_grad=False) but still handed to the optimizer."""
+    torch.manual_seed(0)
+    model = _mlp()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(32, 8)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x[:, :2].sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def detached_output(steps: int = 10):
+    """TL108: the optimizer owns a model the loss never reaches (its output is detached)."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 1)
+    body = nn.Linear(8, 8)
+    opt = torch.optim.SGD(body.parameters(), lr=0.1)
+    opt_head = torch.optim.SGD(head.parameters(), lr=0.1)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8)
+        opt.zero_grad()
+        opt_head.zero_grad()
+        loss = head(body(x).detach()).pow(2).mean()
+        loss.backward()
+        opt_head.step()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def gan_not_cleared(steps: int = 8):
+    """TL103 in a GAN: the discriminator's optimizer never clears its gradients."""
+    torch.manual_seed(0)
+    netG = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    netD = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=1e-3)
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=1e-3)
+    bce = nn.BCEWithLogitsLoss()
+    for _ in range(steps):
+        real = torch.randn(32, 2)
+        fake = netG(torch.randn(32, 4))
+        lossD = bce(netD(real), torch.ones(32, 1)) + bce(netD(fake.detach()), torch.zeros(32, 1))
+        lossD.backward()
+        optimizerD.step()
+        optimizerG.zero_grad()
+        lossG = bce(netD(fake), torch.ones(32, 1))
+        lossG.backward()
+        optimizerG.step()
+    return []
+
+
+def no_training():
+    """A script that never trains (nothing for the runtime checks to see)."""
+    print("nothing to train")
 
 
 # ---------------------------------------------------------------- for the CLI tests
