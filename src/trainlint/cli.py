@@ -196,8 +196,9 @@ def rule(code, show_all, output_format):
 @main.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False},
               short_help="Run a training script with runtime checks attached.")
 @click.option("-m", "module", is_flag=True, help="Run TARGET as a module, like `python -m`.")
-@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github"]), default="full", help="How to print findings.")
-@click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots.")
+@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github", "sarif"]), default="full", help="How to print findings. With json, json-lines or sarif and no -o, the script's own stdout goes to stderr so that stdout holds only the findings.")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False), metavar="PATH", help="Write the findings to PATH instead of standard output (checked before the script starts).")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots (checked before the script starts).")
 @click.option("--select", multiple=True, metavar="CODES", help="Runtime checks to enable (default: all TL1xx).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Runtime checks to disable.")
 @click.option("--every", type=click.IntRange(1), default=None, metavar="N", help="Read device-side values every N steps (default 50).")
@@ -205,13 +206,13 @@ def rule(code, show_all, output_format):
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only.")
 @click.argument("target")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(module, output_format, report, select, ignore, every, config_path, quiet, target, args):
+def run(module, output_format, output_file, report, select, ignore, every, config_path, quiet, target, args):
     """Run a training script (or -m MODULE) with runtime checks attached.
 
     The script runs in this process exactly as `python SCRIPT ARGS...` would (same sys.argv, __main__,
     working directory and exit status). Findings print when it ends, even if it fails or is interrupted.
-    Exit status: the script's own when nothing is found; 1 when there are findings and the script
-    succeeded; 2 for usage errors. Needs torch (`pip install "trainlint[runtime]"`).
+    Exit status: the script's own when nothing is found (or nothing was checked); 1 when there are
+    findings and the script succeeded; 2 for usage errors. Needs torch (`pip install "trainlint[runtime]"`).
 
     \b
     Example:
@@ -234,6 +235,7 @@ def run(module, output_format, report, select, ignore, every, config_path, quiet
             every=every,
             config_path=config_path,
             quiet=quiet,
+            output_file=output_file,
         )
     )
 
