@@ -17,6 +17,7 @@ the CPU there is nothing to synchronise and the loss is read as it arrives.
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -120,6 +121,8 @@ class Monitor:
         self.attached = False
         self.closed = False
         self.errors: List[str] = []
+        self.started: Optional[float] = None  # wall-clock time of attach() and detach(), for the report
+        self.ended: Optional[float] = None
 
         self.checks = build_checks(codes, self, settings)
         self._want_capture = any(c.code == "TL101" for c in self.checks)
@@ -150,6 +153,7 @@ class Monitor:
             raise RuntimeError("another trainlint monitor is already attached")
         _ACTIVE = self
         self.attached = True
+        self.started = time.time()
         try:
             self.sources.attach()
         except BaseException:
@@ -160,6 +164,8 @@ class Monitor:
         """Remove every hook and restore every patched attribute (idempotent)."""
         global _ACTIVE
         self.closed = True
+        if self.ended is None and self.started is not None:
+            self.ended = time.time()
         self.sources.detach()
         self.captured.clear()
         self._last_scaled = None
