@@ -46,7 +46,7 @@ def nice_step(span: float, count: int = 5) -> float:
         return 1.0
     raw = span / count
     mag = 10.0 ** math.floor(math.log10(raw))
-    return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw * 0.999)
+    return min((m * mag for m in (1, 2, 5, 10)), key=lambda st: abs(math.log(st / raw)))
 
 
 def _label(v: float, step: float) -> str:
