@@ -38,6 +38,7 @@ class Site:
     loops: int  # loops between the analysed loop and the call (0: directly in its body)
     renames: Tuple[Tuple[str, str], ...] = ()
     scope: Optional[cst.CSTNode] = None  # the function the call is written in
+    via: Optional[cst.Call] = None  # the call in the loop's own function that leads here (itself at depth 0)
 
     def text(self, index: ModuleIndex, expr: cst.BaseExpression) -> str:
         """The source of `expr`, its first name renamed to the caller's argument."""
@@ -141,14 +142,17 @@ class Sequences:
         if expr is None:
             return
         for call in _calls_in_order(expr):
-            st.add(Site(call, st.tags, top, st.depth, st.loops, st.renames, st.scope))
+            via = call if st.depth == 0 else st.via
+            st.add(Site(call, st.tags, top, st.depth, st.loops, st.renames, st.scope, via))
             found = self._resolve(call, st.scope, st.klass)
             if found is None:
                 continue
             fn, renames, klass = found
             if fn in st.stack or st.depth >= MAX_DEPTH:
                 continue
-            self._block(fn.body, st.call(fn, klass, renames), top)
+            inner = st.call(fn, klass, renames)
+            inner.via = via
+            self._block(fn.body, inner, top)
 
     # -- following calls -------------------------------------------------------------------------
     def _local_def(self, name: str, scope) -> Optional[cst.FunctionDef]:
@@ -197,6 +201,7 @@ class _State:
                  loops: int = 0, renames: Tuple[Tuple[str, str], ...] = (), stack: Tuple = ()) -> None:
         self.out, self.scope, self.klass, self.tags = out, scope, klass, tags
         self.depth, self.loops, self.renames, self.stack = depth, loops, renames, stack
+        self.via: Optional[cst.Call] = None
 
     def add(self, site: Site) -> None:
         self.out.append(site)
@@ -207,7 +212,9 @@ class _State:
         d = dict(scope=self.scope, klass=self.klass, tags=self.tags, depth=self.depth, loops=self.loops,
                  renames=self.renames, stack=self.stack)
         d.update(kw)
-        return _State(self.out, **d)
+        st = _State(self.out, **d)
+        st.via = self.via
+        return st
 
     def tag(self, tag: Tag) -> "_State":
         return self._copy(tags=self.tags | {tag})
