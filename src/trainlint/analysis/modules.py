@@ -122,3 +122,46 @@ def mode_guarded(index: ModuleIndex, node: cst.CSTNode, stop: Optional[cst.CSTNo
             return True
         child, cur = cur, index.parent.get(cur)
     return False
+
+
+_MODEL_FACTORIES = ("torchvision.models.", "timm.create_model", "timm.models.", "torch.hub.load",
+                    "segmentation_models_pytorch.", "smp.")
+_WRAPPERS = ("DistributedDataParallel", "DataParallel", "FullyShardedDataParallel", "DDP", "FSDP")
+
+
+def is_torch_module_value(index: ModuleIndex, expr: cst.BaseExpression, scope) -> bool:
+    """Is `expr` (a name or `self.x`) bound, in this file, to a torch module: an instance of a local
+    nn.Module class or of a `torch.nn` layer, a torchvision/timm/hub model, a `from_pretrained` model, a
+    DDP/DataParallel wrapper of one, or a parameter annotated `nn.Module`?"""
+    if isinstance(expr, cst.Name):
+        values = index.values_of(expr.value, scope)
+        if not values and isinstance(scope, cst.FunctionDef):
+            return _annotated_module(index, scope, expr.value)
+    elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        values = index.attr_assigns.get(expr.attr.value, [])
+    else:
+        return False
+    for v in values:
+        while isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and \
+                v.func.attr.value in ("to", "cuda", "cpu", "float", "half", "double", "eval", "train"):
+            v = v.func.value
+        if not isinstance(v, cst.Call):
+            continue
+        q = index.callee(v) or ""
+        last = q.rsplit(".", 1)[-1]
+        if q.startswith(("torch.nn.", "nn.")) and last[:1].isupper() and not last.endswith("Loss"):
+            return True
+        if last in _WRAPPERS or q.startswith(_MODEL_FACTORIES) or last == "from_pretrained":
+            return True
+        local = index.classes.get(q)
+        if local is not None and module_classes(index).is_module(local):
+            return True
+    return False
+
+
+def _annotated_module(index: ModuleIndex, fn: cst.FunctionDef, name: str) -> bool:
+    for p in [*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params]:
+        if p.name.value == name and p.annotation is not None:
+            q = index.qualify(p.annotation.annotation) or ""
+            return q in ("torch.nn.Module", "nn.Module") or q.endswith("LightningModule")
+    return False
