@@ -6,7 +6,8 @@ becomes constant).
 Only losses that are the output of `F.cross_entropy`/`F.nll_loss` (`nn.CrossEntropyLoss`, `NLLLoss`)
 over class scores are judged (the monitor records C with them). Over the last `chance-steps` losses of
 one backward() line: the median within `chance-tolerance` of ln C, and the second half not lower than
-the first by more than 5%. Costs one sort of `chance-steps` numbers per such loss.
+the first by more than 5%. The window is judged every 5 losses (three sorts of at most `chance-steps`
+numbers), so the check costs about a microsecond per loss.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from trainlint.runtime.checks.base import Check, fmt, median, when
 from trainlint.runtime.records import LossRecord
 
 _IMPROVING = 0.95
+_STRIDE = 5  # the window is judged every this many losses
 
 
 class _Series:
-    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start")
+    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen")
 
     def __init__(self, size: int) -> None:
         self.recent: Deque[LossRecord] = deque(maxlen=size)
@@ -32,6 +34,7 @@ class _Series:
         self.run = 0  # consecutive losses in a stalled stretch (window included)
         self.best_run = 0
         self.start: Optional[LossRecord] = None
+        self.seen = 0
 
 
 class LossAtChanceLevel(Check):
@@ -54,7 +57,8 @@ class LossAtChanceLevel(Check):
             s.run = 0
             s.classes = rec.classes
         s.recent.append(rec)
-        if len(s.recent) < self.size:
+        s.seen += 1
+        if len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
             return
         chance = math.log(rec.classes)
         values = [r.value for r in s.recent]
@@ -65,7 +69,7 @@ class LossAtChanceLevel(Check):
             if s.run == 0:
                 s.start, s.run = s.recent[0], self.size
             else:
-                s.run += 1
+                s.run += _STRIDE
             if s.found is None or s.found is s.start:
                 s.found, s.found_median, s.best_run = s.start, med, s.run
         else:
