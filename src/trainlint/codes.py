@@ -84,6 +84,12 @@ CODES: Dict[str, Code] = {
         Code("TL109", "loss-diverged", "the loss rose far above its starting level without NaN", "runtime"),
         Code("TL110", "loss-at-chance-level",
              "a cross-entropy loss stalls at ln(classes), the loss of a uniform guess", "runtime"),
+        Code("TL111", "bad-input-data",
+             "a training batch holds NaN/Inf, or input features whose scales are orders of magnitude apart",
+             "runtime"),
+        Code("TL112", "batchnorm-small-batch",
+             "BatchNorm in training mode on batches too small for its statistics", "runtime",
+             confirms="TL004"),
     ]
 }
 

@@ -582,6 +582,81 @@ def no_training():
     print("nothing to train")
 
 
+def dirty_data(epochs: int = 2, bad_row: int = 437):
+    """TL111: one row of the dataset holds a NaN (a missing value); its batch makes the loss NaN."""
+    torch.manual_seed(0)
+    data = _regression_data(n=640)
+    data.tensors[0][bad_row, 3] = float("nan")
+    loader = DataLoader(data, batch_size=64, shuffle=False)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def unnormalised(epochs: int = 2):
+    """TL111: tabular data with one feature in raw units (an income, ~1e4) next to standardised ones."""
+    torch.manual_seed(0)
+    data = _regression_data(n=640)
+    data.tensors[0][:, 5] = 3e4 + 1e4 * data.tensors[0][:, 5]
+    loader = DataLoader(data, batch_size=64, shuffle=True)
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def _bn_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+
+def bn_cnn(steps: int = 20, batch_size: int = 16):
+    """A small CNN with BatchNorm; batch_size=2: TL112 (statistics of two samples)."""
+    torch.manual_seed(0)
+    model = _bn_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(batch_size, 1, 8, 8)
+        y = (x.mean((1, 2, 3)) > 0).long()
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def bn_last_batch_of_one():
+    """TL112: 65 samples in batches of 16: the last batch holds one sample; BatchNorm1d raises on it."""
+    torch.manual_seed(0)
+    data = _regression_data(n=65)
+    loader = DataLoader(data, batch_size=16)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(xb), yb)
+        loss.backward()
+        opt.step()
+    return []
+
+
 # ---------------------------------------------------------------- for the CLI tests
 def fail_after_no_zero_grad():
     no_zero_grad(steps=5)

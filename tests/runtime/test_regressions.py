@@ -46,6 +46,7 @@ HEALTHY = [
     (S.frozen_layers, {}),
     (S.lbfgs, {}),
     (S.bf16_adam, {}),
+    (S.bn_cnn, {}),  # BatchNorm on batches of 16
 ]
 
 
@@ -210,3 +211,39 @@ def test_two_models_of_one_class_get_distinct_parameter_names():
     for m in models:
         names.update(mon.param_name(p) for p in m.parameters())
     assert len(names) == 4, names
+
+
+# ------------------------------------------------------------------ TL111 bad input data, TL112 BatchNorm batches
+def test_tl111_nan_in_the_data_with_its_batch_and_tl101_points_at_it():
+    diags = watched(S.dirty_data, epochs=2, bad_row=437)
+    d = only(diags, "TL111")
+    ev = d.runtime["evidence"]
+    assert ev["kind"] == "non-finite" and ev["batch"] == 437 // 64 and ev["epoch"] == 1
+    assert ev["batches_with_non_finite"] == 2  # the same row, once per epoch
+    line = open(S.__file__).read().splitlines()[d.location.row - 1]
+    assert line.strip() == "for xb, yb in loader:"
+    tl101 = only(diags, "TL101")
+    assert tl101.runtime["evidence"]["explained_by"] == "TL111"
+
+
+def test_tl111_a_feature_in_raw_units():
+    d = only(watched(S.unnormalised), "TL111")
+    ev = d.runtime["evidence"]
+    assert ev["kind"] == "scale" and ev["feature"] == 5 and ev["factor"] > 1000
+    assert ev["features_off"] == [5]
+
+
+def test_tl112_batchnorm_on_batches_of_two():
+    d = only(watched(S.bn_cnn, batch_size=2), "TL112")
+    ev = d.runtime["evidence"]
+    assert ev["kind"] == "small-batch" and ev["smallest_batch"] == 2 and ev["module"] == "1"
+    assert watched(S.bn_cnn, batch_size=16) == []
+
+
+def test_tl112_a_last_batch_of_one_sample_is_named_before_batchnorm_raises():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        with watch(config=False) as w:
+            S.bn_last_batch_of_one()
+    d = only(w.findings, "TL112")
+    assert d.runtime["evidence"]["kind"] == "single-value" and d.runtime["evidence"]["shape"] == [1, 16]
+    assert d.runtime["step"] == 4 and d.runtime["confirms"] == "TL004"

@@ -27,7 +27,7 @@ from trainlint.runtime import transfer
 from trainlint.runtime.gradtrack import GradTracker
 from trainlint.runtime.history import History
 from trainlint.runtime.names import Names
-from trainlint.runtime.records import LossRecord, ParamCheck, StepRecord
+from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRecord
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, foreach_norms, grouped, nonfinite
@@ -141,6 +141,10 @@ class Monitor:
         self._ev_params = listeners("on_params")
         self._ev_flush = listeners("on_flush")
         self._ev_finish = listeners("finish")
+        self._ev_batch = listeners("on_batch")
+        # module types some check watches, and which checks: module inputs via forward pre-hooks
+        self._watched_types = tuple({t for c in self.checks for t in c.watches})
+        self._watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     # ------------------------------------------------------------------ attach / detach
     @property
@@ -202,11 +206,25 @@ class Monitor:
             return
         if self.step < 2:
             self.names.saw_module(module)
+            if self._watched_types and isinstance(module, self._watched_types) and module not in self._watched:
+                self._watch_module(module, inputs)
         if self._capturing() and torch.is_grad_enabled():
             cap = self.captured
             if len(cap) >= _CAPTURE_LIMIT:
                 del cap[: _CAPTURE_LIMIT // 2]
             cap.append((module, inputs, output))
+
+    def _watch_module(self, module, inputs) -> None:
+        """A module some check watches: hook its later calls, and show it this call's inputs."""
+        self._watched.add(module)
+        fns = [c.on_module_input for c in self.checks if c.watches and isinstance(module, c.watches)]
+
+        def callback(mod, inp):
+            for f in fns:
+                f(mod, inp)
+
+        self.sources.watch_module(module, callback)
+        callback(module, inputs)
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
@@ -424,6 +442,10 @@ class Monitor:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
         full = st.full if isinstance(st.full, int) else None
         self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), full)
+        if self._ev_batch:
+            where = BatchPlace(st.key, st.epoch, st.batch, self.step, self._epoch_of)
+            for f in self._ev_batch:
+                f(batch, where)
 
     def epoch(self) -> Optional[int]:
         return self.current_epoch

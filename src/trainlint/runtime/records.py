@@ -91,3 +91,21 @@ class ParamCheck:
         self.last_ok_step = last_ok_step
         self.epoch = epoch
         self.bad = bad
+
+
+class BatchPlace:
+    """Where a batch comes from: the DataLoader pass (`loader`, `pass_no`), its 0-based index in that
+    pass, and the step in progress when it was fetched. `epoch()` is the training epoch of that pass,
+    known once a loss computed from one of its batches reached backward() (None for validation)."""
+
+    __slots__ = ("loader", "pass_no", "batch", "step", "_epochs")
+
+    def __init__(self, loader: int, pass_no: int, batch: int, step: int, epochs: Dict[Any, int]):
+        self.loader = loader
+        self.pass_no = pass_no
+        self.batch = batch
+        self.step = step
+        self._epochs = epochs
+
+    def epoch(self) -> Optional[int]:
+        return self._epochs.get((self.loader, self.pass_no))

@@ -46,6 +46,12 @@ DEFAULTS: Dict[str, Any] = {
     "chance-tolerance": 0.1,
     # ... over this many consecutive losses, without improving
     "chance-steps": 50,
+    # TL111: a feature whose RMS over the first `input-scale-batches` batches of a DataLoader is this
+    # many times above or below the median feature's
+    "input-scale-ratio": 100.0,
+    "input-scale-batches": 20,
+    # TL112: BatchNorm in training mode on batches of fewer samples than this, in half of its calls
+    "bn-min-batch": 4,
 }
 
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
@@ -72,6 +78,10 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "diverge-factor": (float, 1.0, None, "loss / its starting level that counts as diverged"),
     "chance-tolerance": (float, 0.0, 1.0, "relative distance to ln(classes) that counts as chance level"),
     "chance-steps": (int, 2, None, "consecutive losses at chance level before TL110 reports"),
+    "input-scale-ratio": (float, 1.0, None, "feature RMS / median feature RMS (or its inverse) that counts "
+                                            "as badly scaled"),
+    "input-scale-batches": (int, 1, None, "batches per DataLoader whose feature scales TL111 measures"),
+    "bn-min-batch": (int, 2, None, "batch size below which BatchNorm statistics count as too noisy"),
 }
 
 # which keys each runtime check reads (for the rule pages and `trainlint rule`)
@@ -86,6 +96,8 @@ KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
     "TL108": ("unchanged-steps",),
     "TL109": ("diverge-factor",),
     "TL110": ("chance-tolerance", "chance-steps"),
+    "TL111": ("input-scale-ratio", "input-scale-batches"),
+    "TL112": ("bn-min-batch",),
 }
 
 

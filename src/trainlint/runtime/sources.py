@@ -11,6 +11,7 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
                                                                     sink.batch(it, batch)
 - a wrapper on `torch.amp.GradScaler.scale`                      -> sink.scaled(scaled, unscaled)
 - a wrapper on `torch.nn.utils.clip_grad_norm_`                  -> sink.clipped(total_norm)
+- forward pre-hooks on the modules the sink asks for (`watch_module`) -> the callback it gives
 - wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
   them)                                                            -> sink.classified(loss, scores)
 
@@ -66,6 +67,20 @@ class Sources:
         except BaseException:
             self.detach()
             raise
+
+    def watch_module(self, module: Any, callback: Callable[[Any, Any], None]) -> None:
+        """A forward pre-hook on one module: callback(module, inputs) before each of its calls."""
+        sink = self.sink
+
+        def pre_hook(mod, inputs):
+            if not sink.closed:
+                try:
+                    callback(mod, inputs)
+                except Exception as exc:  # pragma: no cover - defensive
+                    sink.internal(exc)
+            return None
+
+        self._handles.append(module.register_forward_pre_hook(pre_hook))
 
     def detach(self) -> None:
         for h in self._handles:

@@ -15,10 +15,12 @@ from trainlint.runtime.checks.tl107_eps_underflow import EpsUnderflow
 from trainlint.runtime.checks.tl108_parameters_not_updated import ParametersNotUpdated
 from trainlint.runtime.checks.tl109_loss_diverged import LossDiverged
 from trainlint.runtime.checks.tl110_loss_at_chance_level import LossAtChanceLevel
+from trainlint.runtime.checks.tl111_bad_input_data import BadInputData
+from trainlint.runtime.checks.tl112_batchnorm_small_batch import BatchNormSmallBatch
 
 CHECKS = {c.code: c for c in (NonFiniteLoss, NonFiniteGradient, GradientsNotCleared, ShortBatchLossSpike,
                               ExplodingGradients, CollapsedGradients, EpsUnderflow, ParametersNotUpdated,
-                              LossDiverged, LossAtChanceLevel)}
+                              LossDiverged, LossAtChanceLevel, BadInputData, BatchNormSmallBatch)}
 
 
 def build_checks(codes: Iterable[str], ctx: Any, settings: Dict[str, Any]) -> List[Check]:

@@ -2,7 +2,10 @@
 
 Host-time events (called synchronously from the hooks; must be cheap, no device reads):
   on_backward_start(), on_backward_end(), on_optimizer(opt) (an optimizer's first step),
-  on_pre_step(opt), on_post_step(opt)
+  on_pre_step(opt), on_post_step(opt),
+  on_batch(batch, where) (each batch a DataLoader yields; `where` is a `BatchPlace`),
+  on_module_input(module, inputs) (each call of a module of a type listed in the check's `watches`,
+  before its forward; modules are found in the first steps)
 Flushed events (every `every` steps and at the end, host values in order):
   on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck), then on_flush()
 and finish() once at the end. `diagnostics()` may be called at any time and again later.
@@ -27,6 +30,7 @@ from trainlint.runtime.sites import Site
 class Check:
     code = ""
     reads_findings = False
+    watches: tuple = ()  # module types whose inputs on_module_input() sees
 
     def __init__(self, ctx: Any, settings: Dict[str, Any]):
         self.ctx = ctx  # the Monitor: names, epoch(), arm_localisation()
@@ -40,6 +44,8 @@ class Check:
     def on_optimizer(self, opt) -> None: ...
     def on_pre_step(self, opt) -> None: ...
     def on_post_step(self, opt) -> None: ...
+    def on_batch(self, batch: Any, where: Any) -> None: ...
+    def on_module_input(self, module: Any, inputs: Any) -> None: ...
 
     # flushed events
     def on_loss(self, rec: LossRecord) -> None: ...

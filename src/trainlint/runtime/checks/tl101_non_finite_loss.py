@@ -11,7 +11,7 @@ from trainlint.runtime.checks.base import Check, fmt, when
 from trainlint.runtime.records import LossRecord
 
 # findings that make a later NaN loss their consequence
-_CAUSES = ("TL103", "TL105", "TL107", "TL108", "TL109", "TL102")
+_CAUSES = ("TL103", "TL105", "TL107", "TL108", "TL109", "TL102", "TL111")
 
 
 class NonFiniteLoss(Check):
@@ -43,10 +43,13 @@ class NonFiniteLoss(Check):
 
     def _cause(self, step: int):
         """The earliest other finding at or before `step` that explains a diverging run."""
+        def kind(d):
+            return (d.runtime.get("evidence") or {}).get("kind")
+
         found = [d for d in self.others if d.code in _CAUSES and (d.runtime or {}).get("step") is not None
                  and d.runtime["step"] <= step
-                 and not (d.code == "TL102" and (d.runtime.get("evidence") or {}).get("kind") == "gradient"
-                          and d.runtime["step"] == step)]
+                 and not (d.code == "TL102" and kind(d) == "gradient" and d.runtime["step"] == step)
+                 and not (d.code == "TL111" and kind(d) != "non-finite")]
         return min(found, key=lambda d: (d.runtime["step"], d.code)) if found else None
 
     def diagnostics(self):
@@ -91,8 +94,10 @@ class NonFiniteLoss(Check):
             msg += f"; the last finite loss was {fmt(self.last_finite)}"
         if cause is not None:
             info = CODES[cause.code]
-            msg += (f"; it follows {cause.code} {info.name} at step {cause.runtime['step']}: the run was "
-                    f"already diverging, fix that first; {where}")
+            why = ("the input batch already held NaN/Inf" if cause.code == "TL111" else
+                   "the run was already diverging")
+            msg += (f"; it follows {cause.code} {info.name} at step {cause.runtime['step']}: {why}, fix that "
+                    f"first; {where}")
             evidence["explained_by"] = cause.code
             evidence["explained_by_step"] = cause.runtime["step"]
         else:

@@ -1,0 +1,144 @@
+"""TL111 bad-input-data: a training batch holding NaN/Inf, or input features whose scales are orders of
+magnitude apart (unnormalised data), reported with the epoch and batch index.
+
+Each batch a DataLoader yields is looked at through its first floating-point tensor (the inputs of an
+`(x, y)` batch): one `isfinite().all()` reduction per batch, kept on the device and read at the flush.
+The scale of each feature (dimension 1: the columns of tabular data, the channels of images) is its
+root mean square over the first `input-scale-batches` batches of each DataLoader; a feature whose RMS
+is at least `input-scale-ratio` times above or below the median feature's is badly scaled. Batches of
+DataLoaders that never reach backward() (validation) are not reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from trainlint.runtime.checks.base import Check, fmt, median
+from trainlint.runtime.records import BatchPlace
+from trainlint.runtime.sites import UNKNOWN
+
+_PENDING_MAX = 4096
+
+
+def first_float_tensor(batch: Any, depth: int = 0) -> Optional[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.is_floating_point() and batch.numel() > 0 else None
+    if depth > 3:
+        return None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in items:
+        t = first_float_tensor(v, depth + 1)
+        if t is not None:
+            return t
+    return None
+
+
+class _Scale:
+    __slots__ = ("rms", "place", "done")
+
+    def __init__(self) -> None:
+        self.rms: List[List[float]] = []
+        self.place: Optional[BatchPlace] = None
+        self.done = False
+
+
+class BadInputData(Check):
+    code = "TL111"
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.scale_batches = int(settings["input-scale-batches"])
+        self.ratio = float(settings["input-scale-ratio"])
+        self.pending: List[Tuple[BatchPlace, Any, Any]] = []
+        self.scales: Dict[int, _Scale] = {}  # loader key -> per-feature RMS of its first batches
+        self.bad: List[BatchPlace] = []  # batches with NaN/Inf, in order (the first few kept)
+        self.bad_count = 0
+        self.scaled: List[Tuple[BatchPlace, List[float], float, List[int]]] = []
+        self.sites: Dict[int, Any] = {}  # loader key -> the line iterating it
+
+    def on_batch(self, batch: Any, where: BatchPlace) -> None:
+        x = first_float_tensor(batch)
+        if x is None or len(self.pending) >= _PENDING_MAX:
+            return
+        if where.loader not in self.sites:
+            self.sites[where.loader] = self.ctx.sites.find(1)
+        with torch.no_grad():
+            finite = torch.isfinite(x).all()
+            rms = None
+            sc = self.scales.get(where.loader)
+            if sc is None:
+                sc = self.scales[where.loader] = _Scale()
+            if not sc.done and x.dim() >= 2 and x.shape[1] >= 2 and len(sc.rms) + sum(
+                    1 for p, _, r in self.pending if p.loader == where.loader and r is not None) < self.scale_batches:
+                feats = x.detach().transpose(0, 1).reshape(x.shape[1], -1).float()
+                rms = feats.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
+        self.pending.append((where, finite, rms))
+
+    def on_flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        flags = torch.stack([f.reshape(()) for _, f, _ in pending]).cpu().tolist()
+        for (where, _, rms), ok in zip(pending, flags):
+            if not ok:
+                self.bad_count += 1
+                if len(self.bad) < 20:
+                    self.bad.append(where)
+            if rms is not None:
+                sc = self.scales[where.loader]
+                sc.rms.append(rms.cpu().tolist())
+                sc.place = sc.place or where
+                if len(sc.rms) >= self.scale_batches:
+                    self._judge(sc)
+
+    def finish(self) -> None:
+        self.on_flush()
+        for sc in self.scales.values():
+            if not sc.done and sc.rms:
+                self._judge(sc)
+
+    def _judge(self, sc: _Scale) -> None:
+        sc.done = True
+        n = len(sc.rms[0])
+        if any(len(r) != n for r in sc.rms):
+            return
+        per_feature = [median([r[i] for r in sc.rms]) for i in range(n)]
+        nonzero = [v for v in per_feature if v > 0]
+        if len(nonzero) < 2:
+            return
+        mid = median(nonzero)
+        off = [i for i, v in enumerate(per_feature) if v > 0 and (v >= self.ratio * mid or v * self.ratio <= mid)]
+        if off and sc.place is not None:
+            self.scaled.append((sc.place, per_feature, mid, off))
+
+    def diagnostics(self):
+        if self.pending and not self.ctx.closed:
+            self.on_flush()
+        out = []
+        bad = [w for w in self.bad if w.epoch() is not None]
+        if bad:
+            w = bad[0]
+            msg = (f"the input batch {w.batch} of epoch {w.epoch()} (fetched at step {w.step}) holds NaN/Inf "
+                   f"values; {self.bad_count} batch{'es' if self.bad_count != 1 else ''} in all: the data "
+                   f"itself is dirty (missing values, a division by zero in preprocessing, a corrupt file?); "
+                   f"clean or filter it before training")
+            evidence = {"kind": "non-finite", "batch": w.batch, "epoch": w.epoch(), "batches_with_non_finite": self.bad_count,
+                        "first_batches": [[b.epoch(), b.batch] for b in bad[:10]]}
+            out.append(self.diagnostic(msg, self.sites.get(w.loader, UNKNOWN), w.step, w.epoch(), evidence))
+        for w, feats, mid, off in self.scaled:
+            if w.epoch() is None:
+                continue
+            worst = max(off, key=lambda i: max(feats[i] / mid, mid / feats[i]))
+            factor = feats[worst] / mid
+            how = f"{fmt(factor)}x" if factor >= 1 else f"1/{fmt(1 / factor)}"
+            msg = (f"input feature {worst} has a scale (RMS over the first batches) of {fmt(feats[worst])}, "
+                   f"{how} the median feature's {fmt(mid)}; {len(off)} of {len(feats)} features "
+                   f"{'is' if len(off) == 1 else 'are'} "
+                   f"{fmt(self.ratio)}x or more off: the inputs are not normalised, so one learning rate cannot "
+                   f"suit every weight (standardise each feature: subtract its mean, divide by its std)")
+            evidence = {"kind": "scale", "feature": worst, "feature_rms": feats[worst], "median_rms": mid,
+                        "factor": factor, "features_off": off[:20], "features": len(feats), "threshold": self.ratio}
+            out.append(self.diagnostic(msg, self.sites.get(w.loader, UNKNOWN), w.step, w.epoch(), evidence))
+        return out
