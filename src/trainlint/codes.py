@@ -93,6 +93,8 @@ CODES: Dict[str, Code] = {
         Code("TL112", "batchnorm-small-batch",
              "BatchNorm in training mode on batches too small for its statistics", "runtime",
              confirms="TL004"),
+        Code("TL113", "dead-relu",
+             "most units of a ReLU layer output 0 for every sample, for many steps", "runtime"),
     ]
 }
 

@@ -39,6 +39,7 @@ HEALTHY = [
     (S.full_batch_adam, {}),  # item 2: full-batch Adam near convergence, norm 0.02 -> 0.4
     (S.classifier, {}),
     (S.classifier, {"clip": 1.0}),  # clipping
+    (S.classifier, {"lr": 1e-4}),  # a slow start near ln 10 is not a chance-level stall
     (S.accumulation, {"steps": 6, "accumulate": 4}),
     (S.gan, {}),
     (S.autocast_bf16, {}),
@@ -247,3 +248,12 @@ def test_tl112_a_last_batch_of_one_sample_is_named_before_batchnorm_raises():
     d = only(w.findings, "TL112")
     assert d.runtime["evidence"]["kind"] == "single-value" and d.runtime["evidence"]["shape"] == [1, 16]
     assert d.runtime["step"] == 4 and d.runtime["confirms"] == "TL004"
+
+
+def test_tl113_relus_die_under_a_learning_rate_far_too_high():
+    diags = watched(S.lr_too_high)
+    d = only(diags, "TL113")
+    ev = d.runtime["evidence"]
+    assert ev["dead_fraction"] >= 0.5 > ev["first_dead_fraction"] and ev["consecutive_checks"] >= 5
+    assert ev["module"] in ("1", "3") and "(ReLU)" in d.message
+    assert codes(diags) == ["TL109", "TL110", "TL113"]

@@ -52,6 +52,11 @@ DEFAULTS: Dict[str, Any] = {
     "input-scale-batches": 20,
     # TL112: BatchNorm in training mode on batches of fewer samples than this, in half of its calls
     "bn-min-batch": 4,
+    # TL113: every `dead-every` steps, the fraction of a ReLU layer's units that output 0 for the whole
+    # batch; reported when at least `dead-fraction` in `dead-checks` checks in a row
+    "dead-every": 10,
+    "dead-fraction": 0.5,
+    "dead-checks": 5,
 }
 
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
@@ -82,6 +87,9 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
                                             "as badly scaled"),
     "input-scale-batches": (int, 1, None, "batches per DataLoader whose feature scales TL111 measures"),
     "bn-min-batch": (int, 2, None, "batch size below which BatchNorm statistics count as too noisy"),
+    "dead-every": (int, 1, None, "optimizer steps between two looks at the ReLU layers' units"),
+    "dead-fraction": (float, 0.0, 1.0, "fraction of a layer's units dead for the whole batch that counts"),
+    "dead-checks": (int, 1, None, "consecutive looks above dead-fraction before TL113 reports"),
 }
 
 # which keys each runtime check reads (for the rule pages and `trainlint rule`)
@@ -98,6 +106,7 @@ KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
     "TL110": ("chance-tolerance", "chance-steps"),
     "TL111": ("input-scale-ratio", "input-scale-batches"),
     "TL112": ("bn-min-batch",),
+    "TL113": ("dead-every", "dead-fraction", "dead-checks"),
 }
 
 

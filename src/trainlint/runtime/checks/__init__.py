@@ -17,10 +17,12 @@ from trainlint.runtime.checks.tl109_loss_diverged import LossDiverged
 from trainlint.runtime.checks.tl110_loss_at_chance_level import LossAtChanceLevel
 from trainlint.runtime.checks.tl111_bad_input_data import BadInputData
 from trainlint.runtime.checks.tl112_batchnorm_small_batch import BatchNormSmallBatch
+from trainlint.runtime.checks.tl113_dead_relu import DeadRelu
 
 CHECKS = {c.code: c for c in (NonFiniteLoss, NonFiniteGradient, GradientsNotCleared, ShortBatchLossSpike,
                               ExplodingGradients, CollapsedGradients, EpsUnderflow, ParametersNotUpdated,
-                              LossDiverged, LossAtChanceLevel, BadInputData, BatchNormSmallBatch)}
+                              LossDiverged, LossAtChanceLevel, BadInputData, BatchNormSmallBatch,
+                              DeadRelu)}
 
 
 def build_checks(codes: Iterable[str], ctx: Any, settings: Dict[str, Any]) -> List[Check]:

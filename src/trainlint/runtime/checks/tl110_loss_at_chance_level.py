@@ -6,7 +6,10 @@ becomes constant).
 Only losses that are the output of `F.cross_entropy`/`F.nll_loss` (`nn.CrossEntropyLoss`, `NLLLoss`)
 over class scores are judged (the monitor records C with them). Over the last `chance-steps` losses of
 one backward() line: the median within `chance-tolerance` of ln C, and the second half not lower than
-the first by more than 5%. The window is judged every 5 losses (three sorts of at most `chance-steps`
+the first by more than 5%; and before that stretch the loss had left the chance level (a median of 3
+losses more than twice the tolerance away from ln C: an explosion, or a model that had learned). A
+loss that starts at ln C and only falls slowly (the first hundreds of steps of a large classifier) is
+not a stall. The window is judged every 5 losses (three sorts of at most `chance-steps`
 numbers), so the check costs about a microsecond per loss.
 """
 
@@ -24,7 +27,8 @@ _STRIDE = 5  # the window is judged every this many losses
 
 
 class _Series:
-    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen")
+    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen", "departed",
+                 "last3")
 
     def __init__(self, size: int) -> None:
         self.recent: Deque[LossRecord] = deque(maxlen=size)
@@ -35,6 +39,8 @@ class _Series:
         self.best_run = 0
         self.start: Optional[LossRecord] = None
         self.seen = 0
+        self.departed = False  # the loss has been away from the chance level
+        self.last3: Deque[float] = deque(maxlen=3)
 
 
 class LossAtChanceLevel(Check):
@@ -56,11 +62,15 @@ class LossAtChanceLevel(Check):
             s.recent.clear()
             s.run = 0
             s.classes = rec.classes
+            s.departed = False
+        chance = math.log(rec.classes)
+        s.last3.append(rec.value)
+        if not s.departed and len(s.last3) == 3 and abs(median(s.last3) - chance) > 2 * self.tol * chance:
+            s.departed = True
         s.recent.append(rec)
         s.seen += 1
-        if len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
+        if not s.departed or len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
             return
-        chance = math.log(rec.classes)
         values = [r.value for r in s.recent]
         med = median(values)
         half = self.size // 2

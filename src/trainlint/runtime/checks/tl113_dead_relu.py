@@ -1,0 +1,120 @@
+"""TL113 dead-relu: a ReLU layer most of whose units output zero for every sample of the batch, for many
+checks in a row, after they were alive: dead units that no gradient can revive.
+
+Each `nn.ReLU` module found in the first steps gets a forward pre-hook; every `dead-every` optimizer
+steps (first call of the module in that step), the fraction of its units whose input is <= 0 for every
+sample (and every position: a unit of a convolution is a channel) is computed on the device and read at
+the flush. Reported when a layer's dead fraction is at least `dead-fraction` in `dead-checks`
+consecutive checks, having been below it at the first check.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from trainlint.runtime.checks.base import Check, fmt, when
+
+
+class _State:
+    __slots__ = ("ref", "name", "cls", "last_step", "first", "run", "run_start", "found", "found_len",
+                 "peak", "units", "checks")
+
+    def __init__(self, module) -> None:
+        self.ref = weakref.ref(module)
+        self.name = ""
+        self.cls = type(module).__name__
+        self.last_step = -1
+        self.first: Optional[float] = None
+        self.run = 0
+        self.run_start: Optional[Tuple[int, Optional[int], float]] = None
+        self.found: Optional[Tuple[int, Optional[int], float]] = None
+        self.found_len = 0
+        self.peak = 0.0
+        self.units = 0
+        self.checks = 0
+
+
+class DeadRelu(Check):
+    code = "TL113"
+    watches = (torch.nn.ReLU,)
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.every = int(settings["dead-every"])
+        self.fraction = float(settings["dead-fraction"])
+        self.needed = int(settings["dead-checks"])
+        self.states: Dict[int, _State] = {}
+        self.pending: List[Tuple[_State, int, Optional[int], Any]] = []
+        self.site = None
+
+    def on_module_input(self, module: Any, inputs: Any) -> None:
+        step = self.ctx.step
+        if step % self.every or not module.training or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        s = self.states.get(id(module))
+        if s is None:
+            s = self.states[id(module)] = _State(module)
+        if s.last_step == step:
+            return  # one look per step (a module called several times)
+        s.last_step = step
+        if not s.name and step >= 2:
+            s.name = self.ctx.module_name(module)
+        x = inputs[0]
+        if x.dim() < 2 or x.shape[0] < 2 or not x.is_floating_point():
+            return
+        if self.site is None:
+            self.site = self.ctx.sites.find(1)
+        with torch.no_grad():
+            alive = (x.detach() > 0).transpose(0, 1).reshape(x.shape[1], -1).any(1)
+            dead = 1.0 - alive.float().mean()
+        s.units = int(x.shape[1])
+        self.pending.append((s, step, self.ctx.epoch(), dead))
+
+    def on_flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        values = torch.stack([d.reshape(()) for _, _, _, d in pending]).cpu().tolist()
+        for (s, step, epoch, _), v in zip(pending, values):
+            s.checks += 1
+            if s.first is None:
+                s.first = v
+            if v >= self.fraction and s.first < self.fraction:
+                if s.run == 0:
+                    s.run_start = (step, epoch, v)
+                s.run += 1
+                s.peak = max(s.peak, v)
+                if s.found is None and s.run >= self.needed:
+                    s.found = s.run_start
+                if s.found is not None and s.found is s.run_start:
+                    s.found_len = s.run
+            else:
+                s.run = 0
+
+    def finish(self) -> None:
+        self.on_flush()
+
+    def diagnostics(self):
+        if self.pending and not self.ctx.closed:
+            self.on_flush()
+        out = []
+        for s in self.states.values():
+            if s.found is None:
+                continue
+            m = s.ref()
+            if not s.name and m is not None:
+                s.name = self.ctx.module_name(m)
+            step, epoch, v = s.found
+            msg = (f"`{s.name or s.cls}` ({s.cls}): {fmt(100 * v)}% of its {s.units} units output 0 for every "
+                   f"sample from {when(step, epoch)} on ({s.found_len} checks in a row, every {self.every} "
+                   f"steps; {fmt(100 * (s.first or 0))}% at the first check, up to {fmt(100 * s.peak)}%): dead "
+                   f"ReLUs get no gradient and never recover (a learning rate too high, a large negative bias; "
+                   f"try a lower learning rate, LeakyReLU/GELU, or a normalisation layer before it)")
+            evidence = {"module": s.name or s.cls, "dead_fraction": v, "first_dead_fraction": s.first,
+                        "peak_dead_fraction": s.peak, "units": s.units, "consecutive_checks": s.found_len,
+                        "threshold": self.fraction}
+            out.append(self.diagnostic(msg, self.site or self.ctx.last_loss_site, step, epoch, evidence))
+        return out
