@@ -36,9 +36,10 @@ def first_float_tensor(batch: Any, depth: int = 0) -> Optional[torch.Tensor]:
 
 
 class _Scale:
-    __slots__ = ("rms", "place", "done")
+    __slots__ = ("rms", "place", "done", "asked")
 
     def __init__(self) -> None:
+        self.asked = 0  # batches whose feature RMS was computed (some may still be pending)
         self.rms: List[List[float]] = []
         self.place: Optional[BatchPlace] = None
         self.done = False
@@ -70,8 +71,8 @@ class BadInputData(Check):
             sc = self.scales.get(where.loader)
             if sc is None:
                 sc = self.scales[where.loader] = _Scale()
-            if not sc.done and x.dim() >= 2 and x.shape[1] >= 2 and len(sc.rms) + sum(
-                    1 for p, _, r in self.pending if p.loader == where.loader and r is not None) < self.scale_batches:
+            if not sc.done and sc.asked < self.scale_batches and x.dim() >= 2 and x.shape[1] >= 2:
+                sc.asked += 1
                 feats = x.detach().transpose(0, 1).reshape(x.shape[1], -1).float()
                 rms = feats.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
         self.pending.append((where, finite, rms))
