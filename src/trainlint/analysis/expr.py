@@ -152,9 +152,10 @@ class _Unknown:
 UNKNOWN = _Unknown()
 
 
-def literal_value(index: ModuleIndex, expr: Optional[cst.BaseExpression], scope: Scope, depth: int = 0):
+def literal_value(index: ModuleIndex, expr: Optional[cst.BaseExpression], scope: Scope, depth: int = 0,
+                  defaults: bool = True):
     """The Python value of a literal (number, string, True/False/None), followed through names, module
-    constants, `self.x` set in `__init__` and parameter defaults; UNKNOWN otherwise."""
+    constants, `self.x` set in `__init__` and (with `defaults`) parameter defaults; UNKNOWN otherwise."""
     if expr is None or depth > 5:
         return UNKNOWN
     if isinstance(expr, (cst.Integer, cst.Float)) or (
@@ -169,8 +170,9 @@ def literal_value(index: ModuleIndex, expr: Optional[cst.BaseExpression], scope:
     if isinstance(expr, (cst.Name, cst.Attribute)):
         v, sc = index.resolve(expr, scope)
         if v is not expr:
-            return literal_value(index, v, sc, depth + 1)
-        if isinstance(expr, cst.Name) and not index.values_of(expr.value, scope) and index.is_param(expr.value, scope):
+            return literal_value(index, v, sc, depth + 1, defaults)
+        if defaults and isinstance(expr, cst.Name) and not index.values_of(expr.value, scope) \
+                and index.is_param(expr.value, scope):
             return literal_value(index, index.param_default(expr.value, scope), index.scope.get(scope), depth + 1)
     return UNKNOWN
 
@@ -215,6 +217,20 @@ def param_values(index: ModuleIndex, name: str, fn: Scope):
     positions = {p.name.value: i for i, p in enumerate(params)}
     default = index.param_default(name, fn)
     out = []
+    owner = index._owner_class(fn) if is_method else None
+    if owner is not None and fn.name.value == "__init__":  # Net(...) calls Net.__init__
+        for call in calls_by_name(index).get(owner.name.value, []):
+            arg = call_arg(call, name, positions.get(name))
+            if arg is None:
+                if any(a.star for a in call.args):
+                    return []
+                if default is not None:
+                    out.append((default, index.scope.get(fn)))
+                continue
+            out.append((arg.value, index.scope.get(call)))
+        if not out and default is not None:
+            out.append((default, index.scope.get(fn)))
+        return out
     for call in calls_by_name(index).get(fn.name.value, []):
         func = call.func
         if is_method and not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)

@@ -40,6 +40,8 @@ _IN_PROGRESS = object()
 
 
 def find_root(path: str) -> str:
+    """The nearest folder above `path` with a root marker; without one, the outermost package folder
+    (`__init__.py`) around the file's folder, else the file's own folder."""
     d = os.path.dirname(os.path.abspath(path))
     here = d
     while True:
@@ -47,8 +49,12 @@ def find_root(path: str) -> str:
             return d
         parent = os.path.dirname(d)
         if parent == d:
-            return here
+            break
         d = parent
+    d = here
+    while os.path.dirname(d) != d and os.path.isfile(os.path.join(os.path.dirname(d), "__init__.py")):
+        d = os.path.dirname(d)
+    return d
 
 
 class Symbol:
@@ -73,6 +79,7 @@ class Project:
 
     def __init__(self, root: str):
         self.root = root
+        self.marked = any(os.path.exists(os.path.join(root, m)) for m in ROOT_MARKERS)
         self._indexes: "OrderedDict[str, object]" = OrderedDict()
         self._digests: Dict[str, Optional[str]] = {}
         self._module_paths: Dict[Tuple[str, Tuple[str, ...], int], Optional[str]] = {}
@@ -114,8 +121,15 @@ class Project:
                 base = os.path.dirname(base)
             bases = [base]
         else:
-            bases = list(dict.fromkeys([os.path.dirname(os.path.abspath(importer)), self.root,
-                                        os.path.join(self.root, "src")]))
+            # the importing file's folder (a script's sys.path[0]) and a few above it (scripts in
+            # `tools/` or `train/x/` run from the repository root), the project root and `src/`
+            here = os.path.dirname(os.path.abspath(importer))
+            ups = [here]
+            for _ in range(3):
+                if (self.marked and ups[-1] == self.root) or os.path.dirname(ups[-1]) == ups[-1]:
+                    break
+                ups.append(os.path.dirname(ups[-1]))
+            bases = list(dict.fromkeys([*ups, self.root, os.path.join(self.root, "src")]))
         for base in bases:
             p = os.path.join(base, *parts) if parts else base
             if parts and os.path.isfile(p + ".py"):
@@ -213,6 +227,10 @@ class Project:
         return None
 
     # -- facts -------------------------------------------------------------------------------------
+    def fact_depth(self) -> int:
+        """How many facts are being computed, one inside the other."""
+        return max(0, len(self._frames) - 1)
+
     def fact(self, path: str, name: str, key: str, compute: Callable[[], object]):
         k = (path, name, key)
         hit = self._facts.get(k)
@@ -253,7 +271,13 @@ def project_symbol(index, qualname: Optional[str]) -> Optional[Symbol]:
     project = getattr(index, "project", None)
     if project is None or not qualname:
         return None
-    return project.lookup(index, qualname)
+    sym = project.lookup(index, qualname)
+    if sym is None and "." not in qualname:  # a name that `from x import *` may have brought
+        for star in index.imports.star_modules:
+            sym = project.lookup(index, star + qualname if star.endswith(".") else f"{star}.{qualname}")
+            if sym is not None:
+                break
+    return sym
 
 
 def digest_of(path: str) -> Optional[str]:
