@@ -89,8 +89,9 @@ class Resolver:
             q = self.index.callee(expr) or ""
             last = q.rsplit(".", 1)[-1]
             if m in ("sum", "mean") or last in ("sum", "reduce_sum", "mean", "reduce_mean", "einsum", "dot"):
-                inner = expr.func.value if m in ("sum", "mean") and isinstance(expr.func, cst.Attribute) else (
-                    expr.args[0].value if expr.args else None)
+                module_function = q.split(".")[0] in ("torch", "tensorflow", "tf", "numpy", "np", "K", "keras", "jax")
+                inner = expr.func.value if m in ("sum", "mean") and isinstance(expr.func, cst.Attribute) \
+                    and not module_function else (expr.args[0].value if expr.args else None)
                 if last == "einsum":
                     return True
                 return inner is not None and self.is_overlap(inner, depth + 1)
