@@ -46,10 +46,10 @@ def nb(tmp_path, monkeypatch):
 def test_findings_map_to_cells(nb):
     r = run("--output-format", "json", ".")
     found = sorted((d["code"], d["cell"], d["location"]["row"], d["location"]["column"]) for d in json.loads(r.stdout))
-    # code cells are numbered from 1 (the markdown cell is not counted)
-    assert found == [("TL001", 4, 6, 5), ("TL002", 3, 3, 16)]
+    # cells are numbered from 1 as Ruff and Jupyter number them: the markdown cell counts
+    assert found == [("TL001", 5, 6, 5), ("TL002", 4, 3, 16)]
     r = run("--output-format", "concise", "train.ipynb")
-    assert "train.ipynb:cell 4:6:5: TL001" in r.stdout
+    assert "train.ipynb:cell 5:6:5: TL001" in r.stdout
 
 
 def test_fix_and_relint(nb):
@@ -77,8 +77,8 @@ def test_fix_and_relint(nb):
 def test_diff_shows_cell_hunks(nb):
     r = run("--diff", "--unsafe-fixes", "train.ipynb")
     assert r.exit_code == 1
-    assert "--- train.ipynb:cell 4" in r.stdout and "+    optimizer.zero_grad()" in r.stdout
-    assert "--- train.ipynb:cell 3" in r.stdout
+    assert "--- train.ipynb:cell 5" in r.stdout and "+    optimizer.zero_grad()" in r.stdout
+    assert "--- train.ipynb:cell 4" in r.stdout  # the same numbers as the findings
     assert json.loads(nb.read_text()) == NB
 
 

@@ -102,3 +102,53 @@ def test_pre_commit_try_repo(tmp_path):
     assert try_repo("trainlint", "good.py").returncode == 0
     assert try_repo("trainlint-fix", "half.py").returncode == 1
     assert "eps=1e-4" in (tmp_path / "half.py").read_text()
+
+
+def _readme_yaml_blocks():
+    import re
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    section = readme.split("## pre-commit", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", section, re.S)
+
+
+def test_readme_pre_commit_snippets_name_this_repositorys_hooks():
+    remote, local = _readme_yaml_blocks()
+    assert "rev: v0.1.0" not in remote
+    rev = remote.split("rev:", 1)[1].split()[0]
+    assert len(rev) == 40  # a full commit hash: pre-commit needs a tag or a full hash
+    if shutil.which("git") and os.path.isdir(os.path.join(REPO, ".git")):
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO,
+                                 capture_output=True, text=True).stdout.strip()
+        if shallow == "false":  # a shallow clone may not have the commit
+            r = subprocess.run(["git", "cat-file", "-e", rev + "^{commit}"], cwd=REPO, capture_output=True)
+            assert r.returncode == 0, f"README's pre-commit rev {rev} is not a commit of this repository"
+    h = hooks()["trainlint"]
+    assert f"entry: {h['entry']}" in local and "repo: local" in local
+
+
+@pytest.mark.skipif(not os.environ.get("TRAINLINT_PRECOMMIT"), reason="opt-in: TRAINLINT_PRECOMMIT=1 (needs pre-commit)")
+def test_readme_pre_commit_snippets_work(tmp_path):
+    """README's snippets: the remote one is a valid config, the local one runs the installed trainlint."""
+    pre_commit = shutil.which("pre-commit")
+    if pre_commit is None:
+        pytest.skip("pre-commit is not installed")
+    remote, local = _readme_yaml_blocks()
+    (tmp_path / "remote.yaml").write_text(remote)
+    r = subprocess.run([pre_commit, "validate-config", "remote.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".pre-commit-config.yaml").write_text(local)
+    (tmp_path / "bad.py").write_text(BAD)
+    (tmp_path / "good.py").write_text(GOOD)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+    def run(*files):
+        return subprocess.run([pre_commit, "run", "trainlint", "--files", *files], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+
+    r = run("bad.py")
+    assert r.returncode == 1 and "bad.py:5:5: TL001" in r.stdout, r.stdout
+    assert run("good.py").returncode == 0

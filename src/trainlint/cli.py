@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import List, Sequence
 
 import click
 
 from trainlint import __version__
+from trainlint.codes import did_you_mean
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -17,6 +20,12 @@ class DefaultGroup(click.Group):
 
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            first = args[0] if args else ""
+            # `trainlint chek .`: a word that is no path but close to a command is a typo, not a path.
+            if first and first.isidentifier() and not os.path.lexists(first):
+                close = did_you_mean(first, self.commands)
+                if close:
+                    ctx.fail(f"unknown command `{first}`; did you mean `{close}`?")
             args = ["check", *args]
         return super().parse_args(ctx, args)
 
@@ -73,17 +82,19 @@ def _split_codes(values: Sequence[str]) -> List[str]:
 @click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of the findings.")
 @click.option("--exit-zero", is_flag=True, help="Exit with 0 even when findings remain.")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit with 1 if any fix was applied, even if nothing remains.")
-@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this pyproject.toml for every file instead of discovering one.")
+@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this configuration file (pyproject.toml or trainlint.toml) for every file instead of discovering one.")
 @click.option("--extend-exclude", multiple=True, metavar="PATTERN", help="More paths to exclude (globs).")
 @click.option("--force-exclude", is_flag=True, help="Apply excludes also to paths named on the command line (for pre-commit).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option("--cache-dir", type=click.Path(), metavar="DIR", help="Where to keep the cache. [default: .trainlint_cache]")
 @click.option("--stdin-filename", metavar="NAME", help="With '-' as the path: the name of the file read from standard input.")
 @click.option("-j", "--jobs", type=click.IntRange(0), default=0, metavar="N", help="Processes to use (0: one per core).")
+@click.option("--respect-gitignore/--no-respect-gitignore", default=None, help="Skip files ignored by git (.gitignore, .git/info/exclude, the global excludes file) while walking folders. [default: respect-gitignore setting, true]")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False, writable=True), metavar="PATH", help="Write the findings to PATH instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary or progress.")
 def check(paths, select, extend_select, ignore, fix, unsafe_fixes, diff, show_fixes, output_format,
           statistics, exit_zero, exit_non_zero_on_fix, config_path, extend_exclude, force_exclude,
-          no_cache, cache_dir, stdin_filename, jobs, quiet):
+          no_cache, cache_dir, stdin_filename, jobs, respect_gitignore, output_file, quiet):
     """Lint PATHS (files or folders; default: the current folder).
 
     \b
@@ -94,9 +105,20 @@ def check(paths, select, extend_select, ignore, fix, unsafe_fixes, diff, show_fi
       trainlint --output-format json src/   machine-readable findings
     """
     from trainlint.checker import CheckOptions, run_check
+    from trainlint.files import set_respect_gitignore
+
+    paths = list(paths) or ["."]
+    missing = [p for p in paths if p != "-" and not os.path.lexists(p)]
+    if missing and len(missing) == len(paths):
+        for p in missing:
+            click.echo(f"trainlint: error: {p}: no such file or directory", err=True)
+        sys.exit(EXIT_ERROR)  # nothing to lint: the error naming the path, and nothing else
+    warn_runtime_codes(select, "--select")
+    warn_runtime_codes(extend_select, "--extend-select")
+    set_respect_gitignore(respect_gitignore)
 
     opts = CheckOptions(
-        paths=list(paths) or ["."],
+        paths=paths,
         select=_split_codes(select),
         extend_select=_split_codes(extend_select),
         ignore=_split_codes(ignore),
@@ -115,9 +137,47 @@ def check(paths, select, extend_select, ignore, fix, unsafe_fixes, diff, show_fi
         cache_dir=cache_dir,
         stdin_filename=stdin_filename,
         jobs=jobs,
-        quiet=quiet,
+        quiet=quiet or bool(missing),  # others are linted, but no "All checks passed!" on an exit of 2
     )
-    sys.exit(run_check(opts))
+    sys.exit(_run_to(output_file, diff, lambda: run_check(opts)))
+
+
+def _run_to(output_file, diff: bool, body) -> int:
+    """Run `body` with standard output sent to `output_file` (Ruff's `-o`), and a `--diff` coloured
+    when it goes to a terminal (never with NO_COLOR, never into a file or a pipe)."""
+    from trainlint.output.style import DiffColourStream, Style
+
+    if output_file:
+        try:
+            fh = open(output_file, "w", encoding="utf-8", errors="backslashreplace", newline="")
+        except OSError as exc:
+            click.echo(f"trainlint: error: cannot write {output_file}: {exc.strerror or exc}", err=True)
+            return EXIT_ERROR
+        with fh, contextlib.redirect_stdout(fh):
+            return body()
+    if diff and Style.for_stream(sys.stdout).enabled:
+        stream = DiffColourStream(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(stream):
+                return body()
+        finally:
+            stream.flush()
+    return body()
+
+
+def warn_runtime_codes(values: Sequence[str], flag: str) -> None:
+    """`--select TL101` on the linter would check nothing: say so (Ruff warns on selectors that match
+    nothing it can run)."""
+    from trainlint.codes import CODES, STATIC_CODES
+
+    for sel in _split_codes(values):
+        if sel == "ALL" or any(c.startswith(sel) for c in STATIC_CODES) or not any(c.startswith(sel) for c in CODES):
+            continue
+        click.echo(
+            f"trainlint: warning: {sel} in {flag} selects only runtime checks, which the linter does not "
+            f"run; use it with `trainlint run --select {sel}`",
+            err=True,
+        )
 
 
 @main.command("rule", context_settings=CONTEXT, short_help="Explain a rule, or list them all.")
@@ -136,8 +196,9 @@ def rule(code, show_all, output_format):
 @main.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False},
               short_help="Run a training script with runtime checks attached.")
 @click.option("-m", "module", is_flag=True, help="Run TARGET as a module, like `python -m`.")
-@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github"]), default="full", help="How to print findings.")
-@click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots.")
+@click.option("--output-format", type=click.Choice(["full", "concise", "json", "json-lines", "github", "sarif"]), default="full", help="How to print findings. With json, json-lines or sarif and no -o, the script's own stdout goes to stderr so that stdout holds only the findings.")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False), metavar="PATH", help="Write the findings to PATH instead of standard output (checked before the script starts).")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots (checked before the script starts).")
 @click.option("--select", multiple=True, metavar="CODES", help="Runtime checks to enable (default: all TL1xx).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Runtime checks to disable.")
 @click.option("--every", type=click.IntRange(1), default=None, metavar="N", help="Read device-side values every N steps (default 50).")
@@ -145,13 +206,13 @@ def rule(code, show_all, output_format):
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only.")
 @click.argument("target")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(module, output_format, report, select, ignore, every, config_path, quiet, target, args):
+def run(module, output_format, output_file, report, select, ignore, every, config_path, quiet, target, args):
     """Run a training script (or -m MODULE) with runtime checks attached.
 
     The script runs in this process exactly as `python SCRIPT ARGS...` would (same sys.argv, __main__,
     working directory and exit status). Findings print when it ends, even if it fails or is interrupted.
-    Exit status: the script's own when nothing is found; 1 when there are findings and the script
-    succeeded; 2 for usage errors. Needs torch (`pip install "trainlint[runtime]"`).
+    Exit status: the script's own when nothing is found (or nothing was checked); 1 when there are
+    findings and the script succeeded; 2 for usage errors. Needs torch (`pip install "trainlint[runtime]"`).
 
     \b
     Example:
@@ -174,6 +235,7 @@ def run(module, output_format, report, select, ignore, every, config_path, quiet
             every=every,
             config_path=config_path,
             quiet=quiet,
+            output_file=output_file,
         )
     )
 

@@ -41,6 +41,30 @@ CODES: Dict[str, Code] = {
         Code("TL005", "optimizer-eps-underflow",
              "an adaptive optimizer on fp16 parameters with an eps that fp16 rounds to 0",
              "static", fix="safe"),
+        Code("TL008", "unstable-log-of-probability",
+             "the log of a softmax or sigmoid output (use log_softmax/logsigmoid), or BCELoss on a sigmoid output",
+             "static", fix="unsafe"),
+        Code("TL011", "model-mode-not-restored",
+             "training continues in eval mode after validation, or evaluation runs with the model in train mode",
+             "static", fix="unsafe"),
+        Code("TL012", "functional-dropout-always-on",
+             "functional dropout without training=self.training (or dropout built in forward) stays on in eval mode",
+             "static", fix="unsafe"),
+        Code("TL013", "loss-graph-kept-alive",
+             "loss tensors accumulated across iterations without .item()/.detach(): every graph stays in memory",
+             "static", fix="unsafe"),
+        Code("TL014", "distributed-sampler-without-set-epoch",
+             "a shuffling DistributedSampler is never told the epoch: every epoch sees the same order",
+             "static", fix="unsafe"),
+        Code("TL015", "scheduler-before-optimizer",
+             "scheduler.step() runs before optimizer.step() in the same iteration: the schedule skips its first value",
+             "static", severity="warning", fix="unsafe"),
+        Code("TL016", "anomaly-detection-left-on",
+             "autograd anomaly detection left on unconditionally: every training step runs 2-3x slower",
+             "static", severity="warning", fix="unsafe"),
+        Code("TL017", "forward-called-directly",
+             "model.forward(x) instead of model(x): the module's forward and backward hooks do not run",
+             "static", fix="unsafe"),
         Code("TL101", "non-finite-loss", "the loss became NaN/Inf", "runtime"),
         Code("TL102", "non-finite-gradient", "a gradient or parameter became NaN/Inf", "runtime"),
         Code("TL103", "gradients-not-cleared",
@@ -54,6 +78,12 @@ CODES: Dict[str, Code] = {
              "gradient norm collapses to ~0 while the loss is not small", "runtime", confirms="TL002"),
         Code("TL107", "eps-underflow", "an optimizer eps is 0 in its state dtype", "runtime",
              confirms="TL005"),
+        Code("TL108", "parameters-not-updated",
+             "optimizer steps without gradients, or on gradients cleared between backward() and step()",
+             "runtime", confirms="TL001"),
+        Code("TL109", "loss-diverged", "the loss rose far above its starting level without NaN", "runtime"),
+        Code("TL110", "loss-at-chance-level",
+             "a cross-entropy loss stalls at ln(classes), the loss of a uniform guess", "runtime"),
     ]
 }
 
@@ -93,3 +123,23 @@ def expand_selectors(selectors: Iterable[str], universe: Iterable[str]) -> List[
 def is_valid_selector(sel: str) -> bool:
     s = sel.strip().upper()
     return s == "ALL" or any(c.startswith(s) for c in CODES) and len(s) >= 2
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate closest to a mistyped `word` (a command, a config key, a rule code), or None."""
+    import difflib
+
+    candidates = list(candidates)
+    by_upper = {c.upper(): c for c in candidates}
+    match = difflib.get_close_matches(word.upper(), list(by_upper), n=1, cutoff=0.6)
+    return by_upper[match[0]] if match else None
+
+
+def unknown_code_hint(sel: str) -> str:
+    """` (did you mean `TL001`?)` for a mistyped rule selector, else the empty string."""
+    s = sel.strip().upper()
+    names = {c.name: c.code for c in CODES.values()}
+    if s.lower() in names:
+        return f" (did you mean `{names[s.lower()]}`? selectors are codes, not names)"
+    close = did_you_mean(s, list(CODES))
+    return f" (did you mean `{close}`?)" if close else ""

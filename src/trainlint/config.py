@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from trainlint.codes import CODES, STATIC_CODES, expand_selectors, is_valid_selector
+from trainlint.codes import CODES, STATIC_CODES, did_you_mean, expand_selectors, is_valid_selector, unknown_code_hint
 
 DEFAULT_EXCLUDE = [
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
@@ -37,7 +37,7 @@ RULE_OPTIONS: Dict[str, Dict[str, Tuple[type, Any, str]]] = {
 }
 
 TOP_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores",
-            "unsafe-fixes", "rules", "runtime", "cache-dir"}
+            "unsafe-fixes", "respect-gitignore", "rules", "runtime", "cache-dir"}
 
 
 class ConfigError(Exception):
@@ -53,6 +53,7 @@ class Settings:
     extend_exclude: List[str] = field(default_factory=list)
     per_file_ignores: Dict[str, List[str]] = field(default_factory=dict)
     unsafe_fixes: bool = False
+    respect_gitignore: bool = True
     rules: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     runtime: Dict[str, Any] = field(default_factory=dict)
     cache_dir: Optional[str] = None
@@ -118,7 +119,22 @@ def _expect_list(value, key: str, where: str) -> List[str]:
 def _check_codes(codes: List[str], key: str, where: str) -> None:
     for c in codes:
         if not is_valid_selector(c):
-            raise ConfigError(f"{where}: unknown rule code {c!r} in `{key}`")
+            raise ConfigError(f"{where}: unknown rule code {c!r} in `{key}`{unknown_code_hint(c)}")
+
+
+def _warn_runtime_only(codes: List[str], key: str, where: str) -> None:
+    """`select = ["TL101"]` selects a runtime check, which the linter never runs: say so (the runtime
+    mode reads its checks from `trainlint run --select`)."""
+    for c in codes:
+        s = c.strip().upper()
+        if s != "ALL" and not any(x.startswith(s) for x in STATIC_CODES):
+            sys.stderr.write(f"trainlint: warning: {where}: {c} in `{key}` selects only runtime checks, "
+                             "which the linter does not run\n")
+
+
+def _hint(word: str, known) -> str:
+    close = did_you_mean(word, known)
+    return f"did you mean `{close}`? " if close else ""
 
 
 def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
@@ -128,10 +144,13 @@ def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
     s = Settings(root=root)
     for key, value in table.items():
         if key not in TOP_KEYS:
-            raise ConfigError(f"{where}: unknown key `{key}` in [tool.trainlint] (known: {', '.join(sorted(TOP_KEYS))})")
+            raise ConfigError(f"{where}: unknown key `{key}` in [tool.trainlint] ({_hint(key, sorted(TOP_KEYS))}"
+                              f"known: {', '.join(sorted(TOP_KEYS))})")
         if key in ("select", "ignore", "extend-select"):
             codes = _expect_list(value, key, where)
             _check_codes(codes, key, where)
+            if key != "ignore":
+                _warn_runtime_only(codes, key, where)
             setattr(s, key.replace("-", "_"), list(codes))
         elif key in ("exclude", "extend-exclude"):
             setattr(s, key.replace("-", "_"), list(_expect_list(value, key, where)))
@@ -142,10 +161,10 @@ def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
                 codes = _expect_list(codes, f"per-file-ignores.{pat}", where)
                 _check_codes(codes, f"per-file-ignores.{pat}", where)
                 s.per_file_ignores[pat] = list(codes)
-        elif key == "unsafe-fixes":
+        elif key in ("unsafe-fixes", "respect-gitignore"):
             if not isinstance(value, bool):
-                raise ConfigError(f"{where}: `unsafe-fixes` must be true or false")
-            s.unsafe_fixes = value
+                raise ConfigError(f"{where}: `{key}` must be true or false")
+            setattr(s, key.replace("-", "_"), value)
         elif key == "cache-dir":
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: `cache-dir` must be a string")
@@ -155,13 +174,14 @@ def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
                 raise ConfigError(f"{where}: [tool.trainlint.rules] must be a table")
             for code, opts in value.items():
                 if code not in RULE_OPTIONS:
-                    raise ConfigError(f"{where}: unknown rule code `{code}` in [tool.trainlint.rules]")
+                    raise ConfigError(f"{where}: unknown rule code `{code}` in [tool.trainlint.rules]"
+                                      f"{unknown_code_hint(code)}")
                 if not isinstance(opts, dict):
                     raise ConfigError(f"{where}: [tool.trainlint.rules.{code}] must be a table")
                 known = RULE_OPTIONS[code]
                 for name, v in opts.items():
                     if name not in known:
-                        hint = f" (known: {', '.join(known)})" if known else f" ({code} has no options)"
+                        hint = f" ({_hint(name, known)}known: {', '.join(known)})" if known else f" ({code} has no options)"
                         raise ConfigError(f"{where}: unknown option `{name}` in [tool.trainlint.rules.{code}]{hint}")
                     tp = known[name][0]
                     if not isinstance(v, tp) or (tp is not bool and isinstance(v, bool)):
@@ -177,7 +197,7 @@ def parse_table(table: Dict[str, Any], where: str, root: str) -> Settings:
             for name, v in value.items():
                 if name not in DEFAULTS:
                     raise ConfigError(f"{where}: unknown key `{name}` in [tool.trainlint.runtime] "
-                                      f"(known: {', '.join(DEFAULTS)})")
+                                      f"({_hint(name, DEFAULTS)}known: {', '.join(DEFAULTS)})")
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise ConfigError(f"{where}: `runtime.{name}` must be a number")
             s.runtime = dict(value)
@@ -198,7 +218,7 @@ def load_file(path: str) -> Settings:
         raise ConfigError(f"{path}: config is not valid UTF-8: {exc}")
     if os.path.basename(path) == "pyproject.toml":
         table = data.get("tool", {}).get("trainlint", {}) if isinstance(data.get("tool"), dict) else {}
-    else:
+    else:  # trainlint.toml / .trainlint.toml (or any other name given to --config): top-level keys
         table = data
     s = parse_table(table, path, root)
     s.path = path
@@ -214,9 +234,23 @@ def has_trainlint_table(path: str) -> bool:
         return False
 
 
+CONFIG_FILES = (".trainlint.toml", "trainlint.toml", "pyproject.toml")  # Ruff's order of precedence
+
+
+def config_in(d: str) -> Optional[str]:
+    """The configuration file of folder `d`: `.trainlint.toml`, else `trainlint.toml` (both always count,
+    even empty), else a `pyproject.toml` with a [tool.trainlint] table; None if none."""
+    for name in CONFIG_FILES:
+        candidate = os.path.join(d, name)
+        if os.path.isfile(candidate) and (name != "pyproject.toml" or has_trainlint_table(candidate)):
+            return candidate
+    return None
+
+
 class ConfigResolver:
-    """Finds the settings that apply to each file: the nearest pyproject.toml with [tool.trainlint]
-    (walking up from the file), else the working directory's, else defaults; `--config` wins over all."""
+    """Finds the settings that apply to each file: the nearest `.trainlint.toml`, `trainlint.toml` or
+    pyproject.toml with [tool.trainlint] (walking up from the file), else defaults; `--config` wins
+    over all."""
 
     def __init__(self, override_path: Optional[str] = None, cli: Optional[Dict[str, Any]] = None):
         self.cli = cli or {}
@@ -258,9 +292,9 @@ class ConfigResolver:
             return self.override
         if d in self._by_dir:
             return self._by_dir[d]
-        candidate = os.path.join(d, "pyproject.toml")
-        if os.path.isfile(candidate) and has_trainlint_table(candidate):
-            s = self._apply_cli(load_file(candidate))
+        found = config_in(d)
+        if found is not None:
+            s = self._apply_cli(load_file(found))
         else:
             parent = os.path.dirname(d)
             if parent and parent != d:
@@ -274,4 +308,5 @@ class ConfigResolver:
 def validate_cli_codes(codes: List[str], flag: str) -> None:
     for c in codes:
         if not is_valid_selector(c):
-            raise ConfigError(f"unknown rule code {c!r} in {flag} (known: {', '.join(CODES)})")
+            hint = unknown_code_hint(c)
+            raise ConfigError(f"unknown rule code {c!r} in {flag}" + (hint or f" (known: {', '.join(CODES)})"))

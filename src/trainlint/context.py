@@ -8,7 +8,7 @@ import libcst as cst
 
 from trainlint.analysis.index import ModuleIndex
 from trainlint.codes import CODES
-from trainlint.diagnostics import Applicability, Diagnostic, Edit, Fix, Location
+from trainlint.diagnostics import Applicability, Diagnostic, Edit, Fix, Location, one_line
 from trainlint.source import LineIndex
 
 
@@ -96,11 +96,13 @@ class RuleContext:
         code = code or self.code
         info = CODES[code]
         start, end = self.range(node)
+        if fix is not None and ("\n" in fix.message or "`" in fix.message):
+            fix = Fix(fix.applicability, one_line(fix.message), fix.edits)
         self.diagnostics.append(
             Diagnostic(
                 code=code,
                 name=info.name,
-                message=message,
+                message=one_line(message),
                 filename=self.filename,
                 location=start,
                 end_location=end,

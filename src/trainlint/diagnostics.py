@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -135,3 +136,33 @@ class Diagnostic:
             cell=data.get("cell"),
             runtime=runtime,
         )
+
+
+_BREAK = re.compile(r"(?P<before>[(\[{,]?)[ \t]*(?:#[^\r\n]*)?(?:\\?\r?\n|\r)\s*(?P<after>[)\]}]?)")
+_QUOTED = re.compile(r"`([^`]+)`")
+MAX_QUOTE = 60  # longer quoted code is shortened with `...`
+
+
+def _join_break(m: "re.Match[str]") -> str:
+    before, after = m.group("before"), m.group("after")
+    if after:  # `f(\n    a,\n)` -> `f(a)`: no space before a closing bracket, no trailing comma
+        return ("" if before == "," else before) + after
+    if before in ("(", "[", "{"):
+        return before
+    return before + " "
+
+
+def one_line(message: str) -> str:
+    """A finding's message on one line (`path:row:col: CODE message` is one line per finding): line
+    breaks of quoted multi-line code collapse to one space (none inside brackets), and quoted code
+    longer than MAX_QUOTE characters is shortened with `...`."""
+    if "\n" in message or "\r" in message:
+        message = _BREAK.sub(_join_break, message)
+
+    def shorten(m: "re.Match[str]") -> str:
+        code = m.group(1)
+        if len(code) <= MAX_QUOTE:
+            return m.group(0)
+        return "`" + code[: MAX_QUOTE - 3].rstrip() + "...`"
+
+    return _QUOTED.sub(shorten, message)

@@ -95,14 +95,11 @@ def _check_depth(text: str) -> None:
         raise SourceError("expression too long for trainlint's parser (2000 or more `and`/`or` terms)")
     if _DEEP.search(text) is None and _bracket_depth(text) < 100 and text.count("elif") < 1000:
         return
-    import ast
+    from trainlint.source import cpython_syntax_error
 
-    try:
-        ast.parse(text)
-    except SyntaxError as exc:
-        raise SourceError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1)
-    except (RecursionError, MemoryError, ValueError):
-        raise SourceError("code is nested too deeply for the parser")
+    error = cpython_syntax_error(text)
+    if error is not None:
+        raise error
     # CPython accepts it (a long `# -----` banner, or nesting within its limits): LibCST copes too.
 
 
@@ -114,6 +111,13 @@ def parse(text: str):
     try:
         return libcst.parse_module(text)
     except libcst.ParserSyntaxError as exc:
+        # Report what CPython reports (its location and its message: the ones users know); LibCST's own
+        # error is kept only for code CPython accepts (syntax newer than LibCST's grammar).
+        from trainlint.source import cpython_syntax_error
+
+        error = cpython_syntax_error(text)
+        if error is not None:
+            raise error
         msg = str(exc.message) if hasattr(exc, "message") else str(exc)
         raise SourceError(f"syntax error: {msg.strip()}", exc.raw_line, exc.raw_column + 1)
     except RecursionError:

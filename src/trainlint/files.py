@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from trainlint.config import ConfigResolver, match_path, _relpath
 
@@ -65,19 +65,63 @@ def discover(paths: List[str], resolver: ConfigResolver, force_exclude: bool = F
     return out
 
 
+# `--respect-gitignore/--no-respect-gitignore` on the command line; None: the `respect-gitignore` setting.
+_RESPECT_GITIGNORE: Optional[bool] = None
+
+
+def set_respect_gitignore(value: Optional[bool]) -> None:
+    global _RESPECT_GITIGNORE
+    _RESPECT_GITIGNORE = value
+
+
+def git_ignored(root: str) -> Optional[Set[str]]:
+    """Paths under folder `root` that git ignores (.gitignore files, .git/info/exclude, the global
+    excludes file), relative to `root` with `/` separators; folders end with `/`. None when `root` is not
+    in a git work tree or git is not installed. Tracked files are never ignored (git's own rule)."""
+    import subprocess
+
+    cmd = ["git", "-c", "core.fsmonitor=false", "ls-files", "--others", "--ignored", "--exclude-standard",
+           "--directory", "--no-empty-directory", "-z"]
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return {os.fsdecode(p) for p in proc.stdout.split(b"\0") if p}
+
+
+def _respects_gitignore(root: str, resolver: ConfigResolver) -> bool:
+    if _RESPECT_GITIGNORE is not None:
+        return _RESPECT_GITIGNORE
+    return resolver.for_path(root).respect_gitignore
+
+
 def _walk(root: str, resolver: ConfigResolver, add, out: Discovery) -> None:
     def onerror(exc: OSError) -> None:
         out.warnings.append((exc.filename or root, f"cannot read directory: {exc.strerror or exc}"))
 
+    ignored = git_ignored(root) if _respects_gitignore(root, resolver) else None
+
+    def git_ignores(path: str, folder: bool) -> bool:
+        if not ignored:
+            return False
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        return (rel + "/" if folder else rel) in ignored
+
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         dirnames[:] = sorted(
-            d for d in dirnames if not is_excluded(os.path.join(dirpath, d), resolver, root)
+            d for d in dirnames
+            if not is_excluded(os.path.join(dirpath, d), resolver, root)
+            and not git_ignores(os.path.join(dirpath, d), True)
         )
         for name in sorted(filenames):
             if not name.endswith(PY_SUFFIXES):
                 continue
             full = os.path.join(dirpath, name)
-            if is_excluded(full, resolver, root):
+            if is_excluded(full, resolver, root) or git_ignores(full, False):
                 continue
             if os.path.islink(full) and not os.path.exists(full):
                 out.warnings.append((full, "broken symlink"))

@@ -108,3 +108,16 @@ def fix_text(
         text = new_text
         result = lint_text(text, filename, codes, options)
     return text, applied_total, result.diagnostics
+
+
+def colour_diff_line(line: str, style) -> str:
+    """One line of a unified diff, coloured for a terminal (`style` decides whether at all)."""
+    if line.startswith(("--- ", "+++ ")):
+        return style.bold(line)
+    if line.startswith("@@"):
+        return style.cyan(line)
+    if line.startswith("-"):
+        return style.red(line)
+    if line.startswith("+"):
+        return style.green(line)
+    return line

@@ -26,7 +26,7 @@ _MASK_RE = re.compile(r"^(\s*)pass  # trainlint-mask-(\d+)$")
 @dataclass
 class Cell:
     index: int  # position in nb["cells"]
-    number: int  # 1-based among code cells
+    number: int  # 1-based among all cells, as Ruff and Jupyter count them (index + 1)
     text: str
     skipped: bool
 
@@ -44,11 +44,10 @@ class Notebook:
         if not isinstance(self.data, dict) or not isinstance(self.data.get("cells"), list):
             raise SourceError("notebook has no `cells` list (not an .ipynb file?)")
         self.cells: List[Cell] = []
-        number = 0
         for i, cell in enumerate(self.data["cells"]):
             if not isinstance(cell, dict) or cell.get("cell_type") != "code":
                 continue
-            number += 1
+            number = i + 1  # markdown and raw cells count too: the number an editor shows
             src = cell.get("source", "")
             if isinstance(src, list) and all(isinstance(x, str) for x in src):
                 text = "".join(src)
@@ -79,6 +78,13 @@ class Notebook:
                     out.append(line)
                 self.rows.append((cell.number, r))
         return "\n".join(out) + ("\n" if out else "")
+
+    def cell_text(self, number: int) -> Optional[str]:
+        """The source of cell `number` (1-based among all cells), as the notebook holds it."""
+        for cell in self.cells:
+            if cell.number == number:
+                return cell.text
+        return None
 
     # -- findings ----------------------------------------------------------------------------------
     def _loc(self, loc: Location) -> Tuple[int, Location]:

@@ -42,7 +42,11 @@ def print_rule(code: str, fmt: str) -> int:
         # accept the rule's name too: `trainlint rule missing-zero-grad`
         info = next((c for c in CODES.values() if c.name == code.lower()), None)
     if info is None:
-        click.echo(f"trainlint: error: unknown rule {code!r} (see `trainlint rule --all`)", err=True)
+        from trainlint.codes import did_you_mean
+
+        close = did_you_mean(code, [*CODES, *(c.name for c in CODES.values())])
+        hint = f"did you mean `{close}`? " if close else ""
+        click.echo(f"trainlint: error: unknown rule {code!r} ({hint}see `trainlint rule --all`)", err=True)
         return 2
     text = page_text(info.code)
     if fmt == "json":

@@ -82,6 +82,29 @@ def decode(data: bytes) -> SourceFile:
     return SourceFile(text=text, encoding=encoding, bom=bom, newline=detect_newline(text))
 
 
+def cpython_syntax_error(text: str) -> Optional[SourceError]:
+    """CPython's verdict on `text` (only parsed, never compiled or run): a SourceError with CPython's
+    message and 1-based location, or None if CPython accepts it."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # invalid escape sequences and the like: not our business here
+            warnings.simplefilter("ignore")
+            ast.parse(text)
+    except SyntaxError as exc:  # IndentationError and TabError included
+        row = exc.lineno or 1
+        column = exc.offset or 1
+        if row > text.count("\n") + 2:  # "unexpected EOF" may point past the end
+            row = text.count("\n") + 1
+        return SourceError(f"syntax error: {exc.msg}", max(row, 1), max(column, 1))
+    except (RecursionError, MemoryError):
+        return SourceError("code is nested too deeply for the parser")
+    except ValueError as exc:  # NUL bytes (normally refused earlier, when the file is decoded)
+        return SourceError(f"cannot parse file: {exc}")
+    return None
+
+
 def read_source(path: str) -> SourceFile:
     try:
         with open(path, "rb") as fh:

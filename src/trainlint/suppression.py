@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import tokenize
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from trainlint.diagnostics import Diagnostic
 
@@ -22,16 +23,28 @@ class Suppressions:
     def __init__(self, text: str) -> None:
         self.lines: Dict[int, Set[str]] = {}
         self.file: Set[str] = set()
+        self.invalid: List[Tuple[int, str]] = []  # (row, code): TL codes that name no rule (`TL01`)
         if "noqa" not in text and "NOQA" not in text:
             return
         for row, comment, own_line in _comments(text):
             m = _FILE.match(comment) if own_line else None
             if m and "trainlint" in comment.lower():
-                self.file |= _codes(m.group("codes"))
+                codes = _codes(m.group("codes"))
+                self._check(row, codes)
+                self.file |= codes
                 continue
             m = _LINE.search(comment)
             if m:
-                self.lines.setdefault(row, set()).update(_codes(m.group("codes")))
+                codes = _codes(m.group("codes"))
+                self._check(row, codes)
+                self.lines.setdefault(row, set()).update(codes)
+
+    def _check(self, row: int, codes: Set[str]) -> None:
+        from trainlint.codes import CODES
+
+        for c in sorted(codes):
+            if c.startswith("TL") and c not in CODES:  # other linters' codes (E501, ...) are not ours
+                self.invalid.append((row, c))
 
     def suppressed(self, d: Diagnostic) -> bool:
         if ALL in self.file or d.code in self.file:
@@ -64,4 +77,25 @@ def filter_suppressed(text: str, diagnostics: List[Diagnostic]) -> List[Diagnost
     if not diagnostics:
         return diagnostics
     s = Suppressions(text)
+    for row, code in s.invalid:
+        _warn_invalid(diagnostics[0].filename, row, code)
     return [d for d in diagnostics if d.code == "TL000" or not s.suppressed(d)]
+
+
+_WARNED: Set[str] = set()
+
+
+def _warn_invalid(filename: str, row: int, code: str) -> None:
+    """Ruff's warning for a `# noqa` code that names no rule: a prefix (`TL01`) or a typo suppresses
+    nothing, and silently so would be worse."""
+    from trainlint.codes import CODES, unknown_code_hint
+
+    matching = [c for c in CODES if c.startswith(code)]
+    if matching:
+        why = f"a prefix suppresses nothing; name the codes, e.g. `# noqa: {matching[0]}`"
+    else:
+        why = "it names no rule and suppresses nothing" + unknown_code_hint(code).replace(" (", "; ").rstrip(")")
+    msg = f"trainlint: warning: invalid rule code provided to `# noqa` at {filename}:{row}: {code} ({why})"
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        sys.stderr.write(msg + "\n")

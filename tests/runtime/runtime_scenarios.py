@@ -238,6 +238,350 @@ def bf16_adam(steps: int = 5):
     return []
 
 
+def _blobs(n: int = 515, classes: int = 10, dim: int = 16, seed: int = 0, spread: float = 3.0):
+    """A separable classification task: `classes` Gaussian blobs in `dim` dimensions."""
+    g = torch.Generator().manual_seed(seed)
+    centers = spread * torch.randn(classes, dim, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, dim, generator=g)
+    return TensorDataset(x, y)
+
+
+def _classifier(dim: int = 16, classes: int = 10, hidden: int = 32) -> nn.Module:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
+def classifier_short_batch(epochs: int = 8, seed: int = 0, n: int = 515, batch_size: int = 64):
+    """Healthy: mean cross-entropy, 515 samples in batches of 64 (a last batch of 3). Once the model
+    fits, the 3-sample batch's loss is often near 0: a dip, not a spike."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_blobs(n=n, seed=seed), batch_size=batch_size, shuffle=True)
+    model = _classifier()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def dice_fixed(steps: int = 120, seed: int = 0, prior_bias: float = -4.6, lr: float = 0.003):
+    """Healthy: the corrected Dice loss (smooth only in the denominator) on sparse masks; the gradient
+    norm grows several-fold from a small start as the model begins to find the masks."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    with torch.no_grad():
+        model[2].bias.fill_(prior_bias)  # foreground prior ~1% (the usual init for sparse masks)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        t = torch.zeros(8, 1, 16, 16)
+        for i in range(8):
+            r, c = torch.randint(0, 12, (2,), generator=g).tolist()
+            t[i, :, r:r + 4, c:c + 4] = 1.0
+        x = t + 0.5 * torch.randn(8, 1, 16, 16, generator=g)
+        opt.zero_grad()
+        p = torch.sigmoid(model(x)).flatten(1)
+        tt = t.flatten(1)
+        loss = (1 - (2 * (p * tt).sum(1)) / (p.sum(1) + tt.sum(1) + 1.0)).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def full_batch_adam(steps: int = 240, seed: int = 0, lr: float = 0.03):
+    """Healthy: full-batch Adam on a small regression until it converges; near the optimum the tiny
+    gradient norm rises tenfold (0.02 -> 0.4) for a few steps while the loss stays near its minimum."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 8, generator=g)
+    y = torch.sin(2 * x[:, :1]) + x[:, 1:2] ** 2
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1):
+    """A learning rate far too high (Adam, lr=1): the loss explodes in the first steps, no NaN, the
+    ReLUs die and the loss then sits at chance level (ln 10 = 2.30) for the rest of the run."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_blobs(n=2048, seed=seed, spread=1.0), batch_size=32, shuffle=True)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+def classifier(steps: int = 120, lr: float = 1e-2, seed: int = 0, clip: float = 0.0):
+    """Healthy: the same classifier with a sane learning rate (optionally with gradient clipping)."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_blobs(n=2048, seed=seed), batch_size=32, shuffle=True)
+    model = _classifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+def zero_grad_before_step(steps: int = 20, set_to_none: bool = True):
+    """zero_grad() between backward() and step(): every step runs on cleared gradients."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8)
+        loss = nn.functional.mse_loss(model(x), x[:, :1])
+        loss.backward()
+        opt.zero_grad(set_to_none=set_to_none)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def closure_nan_gradient(steps: int = 8, bad_step: int = 4):
+    """`optimizer.step(closure)`: the closure's backward gives a NaN gradient at `bad_step` (0-based)."""
+    torch.manual_seed(0)
+    embed = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(embed.parameters(), lr=0.1)
+    losses = []
+    for step in range(steps):
+        a, b = torch.randn(16, 6), torch.randn(16, 6)
+        if step == bad_step:
+            b[3] = a[3]
+
+        def closure():
+            opt.zero_grad()
+            dist = torch.sqrt(((embed(a) - embed(b)) ** 2).sum(-1))
+            loss = torch.relu(1.0 - dist).mean()
+            loss.backward()
+            return loss
+
+        losses.append(opt.step(closure).item())
+    return losses
+
+
+def lbfgs(steps: int = 10):
+    """Healthy: LBFGS (several closure evaluations per step)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 8, generator=g)
+    y = x[:, :2].sum(1, keepdim=True)
+    model = _mlp()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    losses = []
+    for _ in range(steps):
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        losses.append(opt.step(closure).item())
+    return losses
+
+
+def clipped_lr_spike(steps: int = 60, at: int = 30):
+    """Gradient clipping hides an explosion from the post-clip norm: a schedule bug sets the learning
+    rate 1000x too high at step `at`; the loss climbs and the raw gradient norm explodes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for step in range(steps):
+        if step == at:
+            for group in opt.param_groups:
+                group["lr"] = 10.0
+        x = torch.randn(64, 8)
+        y = x.sum(1, keepdim=True)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def diverge_to_nan(steps: int = 60, at: int = 25):
+    """The learning rate blows up at `at`: gradients explode, and a few steps later the loss is NaN."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        if step == at:
+            for group in opt.param_groups:
+                group["lr"] = 50.0
+        x = torch.randn(64, 8)
+        y = x.sum(1, keepdim=True)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def gan(steps: int = 60):
+    """Healthy: a tiny GAN, two optimizers named by their variables, two models of one class."""
+    torch.manual_seed(0)
+    netG = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    netD = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    losses = []
+    for _ in range(steps):
+        real = torch.randn(32, 2) * 0.5 + torch.tensor([2.0, -1.0])
+        z = torch.randn(32, 4)
+        optimizerD.zero_grad()
+        fake = netG(z)
+        lossD = bce(netD(real), torch.ones(32, 1)) + bce(netD(fake.detach()), torch.zeros(32, 1))
+        lossD.backward()
+        optimizerD.step()
+        optimizerG.zero_grad()
+        lossG = bce(netD(fake), torch.ones(32, 1))
+        lossG.backward()
+        optimizerG.step()
+        losses.append(lossG.item())
+    return losses
+
+
+def autocast_bf16(steps: int = 40):
+    """Healthy: CPU autocast to bfloat16 around the forward pass and the loss."""
+    torch.manual_seed(0)
+    loader = DataLoader(_blobs(n=640, seed=0), batch_size=32, shuffle=True)
+    model = _classifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+def warmup_from_zero(steps: int = 60):
+    """Healthy: a linear warmup whose first learning rate is 0 (the first step changes nothing)."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, i / 20))
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(32, 8)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x[:, :2].sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def frozen_layers(steps: int = 40):
+    """Healthy: the first layer frozen (requires_grad=False) but still handed to the optimizer."""
+    torch.manual_seed(0)
+    model = _mlp()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(32, 8)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x[:, :2].sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def detached_output(steps: int = 10):
+    """TL108: the optimizer owns a model the loss never reaches (its output is detached)."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 1)
+    body = nn.Linear(8, 8)
+    opt = torch.optim.SGD(body.parameters(), lr=0.1)
+    opt_head = torch.optim.SGD(head.parameters(), lr=0.1)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(16, 8)
+        opt.zero_grad()
+        opt_head.zero_grad()
+        loss = head(body(x).detach()).pow(2).mean()
+        loss.backward()
+        opt_head.step()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def gan_not_cleared(steps: int = 8):
+    """TL103 in a GAN: the discriminator's optimizer never clears its gradients."""
+    torch.manual_seed(0)
+    netG = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    netD = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=1e-3)
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=1e-3)
+    bce = nn.BCEWithLogitsLoss()
+    for _ in range(steps):
+        real = torch.randn(32, 2)
+        fake = netG(torch.randn(32, 4))
+        lossD = bce(netD(real), torch.ones(32, 1)) + bce(netD(fake.detach()), torch.zeros(32, 1))
+        lossD.backward()
+        optimizerD.step()
+        optimizerG.zero_grad()
+        lossG = bce(netD(fake), torch.ones(32, 1))
+        lossG.backward()
+        optimizerG.step()
+    return []
+
+
+def no_training():
+    """A script that never trains (nothing for the runtime checks to see)."""
+    print("nothing to train")
+
+
 # ---------------------------------------------------------------- for the CLI tests
 def fail_after_no_zero_grad():
     no_zero_grad(steps=5)

@@ -38,14 +38,15 @@ def test_findings_point_at_the_users_line_and_serialise():
     assert d.location.column == line.index("opt") + 1
     assert d.end_location.row == d.location.row and d.end_location.column == len(line.rstrip()) + 1
     data = json.loads(json.dumps(d.to_json(), allow_nan=False))
-    assert data["confirms"] == "TL001" and data["step"] == 2 and "evidence" in data
+    assert data["confirms"] == "TL001" and data["step"] == 1 and "evidence" in data  # the 2nd step, 0-based
 
 
 def test_tl101_log_of_underflowing_probability_names_the_module():
     diags = watched(S.log_underflow, steps=10, bad_step=6)
     d = only(diags, "TL101")
     ev = d.runtime["evidence"]
-    assert d.runtime["step"] == 7  # the 7th optimizer step (bad_step is 0-based)
+    assert d.runtime["step"] == 6  # steps count from 0, as the script's bad_step does
+    assert "step 6 (the 7th optimizer step)" in d.message
     assert ev["loss"] == "inf" and ev["module"] == "log_prob" and ev["module_type"] == "LogProb"
     assert ev["module_inputs_finite"] is True
     assert "`log_prob` (LogProb)" in d.message
@@ -57,7 +58,7 @@ def test_tl101_log_of_underflowing_probability_names_the_module():
 def test_tl102_nan_gradient_with_finite_loss_names_parameters():
     d = only(watched(S.nan_gradient, steps=8, bad_step=4), "TL102")
     ev = d.runtime["evidence"]
-    assert d.runtime["step"] == 5
+    assert d.runtime["step"] == 4
     assert ev["kind"] == "gradient"
     assert "0.weight" in ev["parameters"]
     assert "loss itself was finite" in d.message
@@ -77,12 +78,12 @@ def test_tl102_parameter_becomes_non_finite_with_finite_gradients():
     d = only(w.findings, "TL102")
     ev = d.runtime["evidence"]
     assert ev["kind"] == "parameter" and "weight" in ev["parameters"]
-    assert ev["last_finite_check_step"] == 0 and d.runtime["step"] == 5
+    assert ev["last_finite_check_step"] == -1 and d.runtime["step"] == 4
 
 
 def test_tl103_missing_zero_grad():
     d = only(watched(S.no_zero_grad, steps=12), "TL103")
-    assert d.runtime["step"] == 2
+    assert d.runtime["step"] == 1
     assert d.runtime["evidence"]["steps_not_cleared"] == 11
     assert d.runtime["confirms"] == "TL001"
 
@@ -122,7 +123,7 @@ def test_tl104_short_last_batch_with_double_division():
     assert ev["batch_size"] == 100 and ev["short_batch_sizes"] == [10]
     assert ev["spiking_epochs"] >= 3 and ev["epochs_with_short_batch"] == 4
     assert sum(f >= 2 for f in ev["factors"]) == ev["spiking_epochs"]
-    assert d.runtime["epoch"] == 1 and d.runtime["step"] == 11  # the 11th batch is the short one
+    assert d.runtime["epoch"] == 1 and d.runtime["step"] == 10  # the 11th batch (step 10) is the short one
     assert d.runtime["confirms"] == "TL004"
     assert "10 samples" in d.message and "full batches 100" in d.message
 
@@ -163,8 +164,9 @@ def test_tl106_dice_smooth_collapse():
 def test_tl107_fp16_params_with_default_adam_eps():
     d = only(watched(S.fp16_adam), "TL107")
     ev = d.runtime["evidence"]
-    assert ev["eps"] == 1e-8 and ev["dtype"] == "float16" and ev["optimizer"] == "Adam"
-    assert d.runtime["step"] == 1 and d.runtime["confirms"] == "TL005"
+    assert ev["eps"] == 1e-8 and ev["dtype"] == "float16" and ev["optimizer"] == "opt"  # the variable
+    assert d.runtime["step"] == 0 and d.runtime["confirms"] == "TL005"
+    assert d.message.startswith("`opt` (Adam) eps=1e-08")
 
 
 def test_tl107_not_reported_for_bf16_or_a_large_eps():

@@ -23,7 +23,7 @@ def test_json_output_and_exit_status_with_findings():
     for key in ("code", "name", "message", "severity", "filename", "cell", "location", "end_location",
                 "fix", "url", "step", "epoch", "evidence", "confirms"):
         assert key in d
-    assert d["confirms"] == "TL001" and d["fix"] is None and d["step"] == 2
+    assert d["confirms"] == "TL001" and d["fix"] is None and d["step"] == 1
     assert d["filename"] == "runtime_scenarios.py"  # relative to the working directory
 
 
@@ -99,3 +99,75 @@ def test_loss_trace_is_identical_with_and_without_trainlint(tmp_path):
     assert "All checks passed!" in r.stdout and "44 optimizer steps, 4 epochs" in r.stdout
     a, b = json.loads(plain.read_text()), json.loads(watched.read_text())
     assert len(a) == 44 and a == b
+
+
+# ------------------------------------------------------------------ issue 16: tool-readable output, item 7
+TRAIN_PRINTING = """
+import sys
+sys.path.insert(0, {here!r})
+import runtime_scenarios as S
+print("hello from the script")
+S.no_zero_grad(steps=5)
+"""
+
+
+def _printing_script(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_PRINTING.format(here=str(HERE)))
+    return script
+
+
+def test_output_file_holds_the_findings_and_stdout_the_scripts_output(tmp_path):
+    script = _printing_script(tmp_path)
+    out = tmp_path / "findings.json"
+    r = run_trainlint(["run", "-o", str(out), "--output-format", "json", str(script)], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == "hello from the script\n"
+    assert [d["code"] for d in json.loads(out.read_text())] == ["TL103"]
+    assert "findings written to" in r.stderr
+
+
+def test_machine_format_without_output_file_keeps_stdout_clean(tmp_path):
+    script = _printing_script(tmp_path)
+    r = run_trainlint(["run", "--output-format", "json", str(script)], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert [d["code"] for d in json.loads(r.stdout)] == ["TL103"]  # nothing but the findings
+    assert "hello from the script" in r.stderr
+
+
+def test_sarif_for_run(tmp_path):
+    r = run_trainlint(["run", "--output-format", "sarif", str(SCENARIOS), "no_zero_grad"])
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    results = doc["runs"][0]["results"]
+    assert [res["ruleId"] for res in results] == ["TL103"]
+    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("runtime_scenarios.py")
+
+
+def test_nothing_checked_is_said_and_keeps_the_scripts_status():
+    r = run_trainlint(["run", str(SCENARIOS), "no_training"])
+    assert r.returncode == 0, r.stderr
+    assert "All checks passed" not in r.stdout
+    assert "Nothing was checked" in r.stdout and "0 optimizer steps" in r.stdout
+
+
+def test_unwritable_report_or_output_is_refused_before_the_script_runs(tmp_path):
+    marker = tmp_path / "ran"
+    script = tmp_path / "train.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for opt in ("--report", "-o"):
+        r = run_trainlint(["run", opt, str(tmp_path / "no" / "such" / "dir" / "x.out"), str(script)], cwd=tmp_path)
+        assert r.returncode == 2 and "cannot write" in r.stderr, (opt, r.stderr)
+        assert not marker.exists()
+    r = run_trainlint(["run", "--report", str(tmp_path), str(script)], cwd=tmp_path)  # a directory
+    assert r.returncode == 2 and not marker.exists()
+
+
+def test_without_torch_a_clear_error_and_exit_2(tmp_path):
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    r = run_trainlint(["run", str(SCENARIOS), "healthy"],
+                      env_extra={"PYTHONPATH": str(tmp_path / "fake")})
+    assert r.returncode == 2
+    assert "needs torch" in r.stderr and "Traceback" not in r.stderr

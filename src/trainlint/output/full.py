@@ -13,6 +13,30 @@ class Sources:
 
     def __init__(self, given: Optional[Dict[str, str]] = None):
         self.texts: Dict[str, Optional[str]] = dict(given or {})
+        self.notebooks: Dict[str, object] = {}
+
+    def text(self, filename: str, cell: Optional[int] = None) -> Optional[str]:
+        """The text a finding's rows count in: the file's, or for a notebook the cell's."""
+        if cell is None:
+            self.lines(filename)
+            return self.texts.get(filename)
+        if filename not in self.notebooks:
+            from trainlint.notebook import Notebook
+            from trainlint.source import SourceError
+
+            try:
+                with open(filename, "rb") as fh:
+                    self.notebooks[filename] = Notebook(fh.read().decode("utf-8"))
+            except (OSError, UnicodeDecodeError, SourceError):
+                self.notebooks[filename] = None
+        nb = self.notebooks[filename]
+        return nb.cell_text(cell) if nb is not None else None
+
+    def cell_lines(self, filename: str, cell: Optional[int]) -> Optional[List[str]]:
+        if cell is None:
+            return self.lines(filename)
+        text = self.text(filename, cell)
+        return text.splitlines() if text is not None else None
 
     def lines(self, filename: str) -> Optional[List[str]]:
         if filename not in self.texts:
@@ -36,17 +60,19 @@ def render(diagnostics, stream, style: Style, sources: Optional[Sources] = None,
     for d in diagnostics:
         head = f"{style.bold(location(d))}: {style.red(d.code)}{fixable_marker(d, unsafe_fixes)} {d.message}"
         stream.write(head + "\n")
-        lines = sources.lines(d.filename) if d.cell is None else None
+        lines = sources.cell_lines(d.filename, d.cell)
+        # Ruff's gutter: `=` lines sit under the `|` of the code frame (one column past the row numbers).
+        gutter = " " * (len(str(d.location.row)) + 1)
         if lines and 1 <= d.location.row <= len(lines):
             stream.write(_snippet(d, lines, style))
         if d.runtime and d.runtime.get("evidence"):
             ev = ", ".join(f"{k}={_fmt(v)}" for k, v in d.runtime["evidence"].items())
-            stream.write(f"   = evidence: {ev}\n")
+            stream.write(f"{gutter}{style.blue('=')} evidence: {ev}\n")
         if d.fix is not None:
             kind = "Safe fix" if d.fix.applicability.value == "safe" else "Unsafe fix"
-            stream.write(f"   = help: {d.fix.message} ({kind.lower()})\n")
+            stream.write(f"{gutter}{style.blue('=')} help: {d.fix.message} ({kind.lower()})\n")
             if lines is not None:
-                stream.write(_fix_diff(d, sources.texts.get(d.filename) or "", style))
+                stream.write(_fix_diff(d, sources.text(d.filename, d.cell) or "", style))
         stream.write("\n")
 
 

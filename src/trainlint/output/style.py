@@ -47,3 +47,37 @@ def fixable_marker(d, unsafe_fixes: bool) -> str:
     if d.fix.applicability.value == "safe" or unsafe_fixes:
         return " [*]"
     return ""
+
+
+class DiffColourStream:
+    """A text stream that colours the unified diff written through it, line by line, as Ruff and git
+    do on a terminal: file headers bold, hunk headers cyan, removed lines red, added lines green."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.style = Style(True)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        from trainlint.fixer import colour_diff_line
+
+        data = self._partial + text
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.stream.write(colour_diff_line(line, self.style) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            from trainlint.fixer import colour_diff_line
+
+            self.stream.write(colour_diff_line(self._partial, self.style))
+            self._partial = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def __getattr__(self, name):  # encoding, errors, buffer, fileno, ...
+        return getattr(self.stream, name)

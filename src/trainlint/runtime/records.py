@@ -1,4 +1,9 @@
-"""What the monitor hands to the checks: one record per loss (backward call) and per optimizer step."""
+"""What the monitor records and hands to the checks: one record per loss (backward call) and per
+optimizer step, and a periodic look at the parameters.
+
+Steps are numbered as training scripts count them: from 0. A loss's `step` is the step it contributes
+to (the primary optimizer's step in progress); a step record's `step` is that optimizer's own count.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,15 @@ from trainlint.runtime.sites import UNKNOWN, Site
 class LossRecord:
     """One backward() call on a scalar loss.
 
-    `step` is the 1-based optimizer step this loss contributes to (the primary optimizer's step in
-    progress), `epoch` the 1-based pass over the training DataLoader (None without a DataLoader),
-    `batch` the 0-based batch index within that epoch, `size`/`full` the batch's size and the loader's
-    batch size. `value` is a host float once the record has been flushed.
+    `step` is the 0-based optimizer step this loss contributes to, `epoch` the 1-based pass over the
+    training DataLoader (None without a DataLoader), `batch` the 0-based batch index within that epoch,
+    `size`/`full` the batch's size and the loader's batch size. `value` is a host float once the record
+    has been flushed. `classes` is the number of classes when the loss is the output of a cross-entropy
+    (`F.cross_entropy`, `nn.CrossEntropyLoss`) over class scores.
     """
 
     __slots__ = ("index", "step", "epoch", "loader", "batch", "size", "full", "value", "site",
-                 "tensor", "scanned", "module")
+                 "tensor", "scanned", "module", "classes")
 
     def __init__(self, index: int, step: int, epoch: Optional[int], loader: Optional[int],
                  batch: Optional[int], size: Optional[int], full: Optional[int], site: Site):
@@ -34,6 +40,7 @@ class LossRecord:
         self.tensor: Any = None  # the detached loss on its device until flushed
         self.scanned = False  # module outputs of this step were examined (non-finite loss only)
         self.module: Optional[Dict[str, Any]] = None  # first module with a non-finite output
+        self.classes: Optional[int] = None
 
     @property
     def short(self) -> bool:
@@ -41,26 +48,40 @@ class LossRecord:
 
 
 class StepRecord:
-    """One optimizer step: the global gradient norm and the parameters whose gradient is non-finite."""
+    """One optimizer step: the global gradient norm, the parameters whose gradient is non-finite, and
+    what happened to the gradients since the previous step."""
 
-    __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short")
+    __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short",
+                 "clip", "no_grads", "accumulated", "after_backward", "closure")
 
     def __init__(self, opt, step: int, epoch: Optional[int], params: List[Any], vecs: List[Any],
                  loss_index: int):
         self.opt = opt  # OptState
-        self.step = step  # 1-based step of this optimizer
+        self.step = step  # 0-based step of this optimizer
         self.epoch = epoch
         self.params = params  # the parameters whose gradient norms are in `vecs`, in that order
         self.vecs = vecs  # [(device, [0-dim float32 norm per parameter])], on the device until flushed
-        self.total: float = math.nan  # global L2 norm (host, after flush)
+        self.total: float = math.nan  # global L2 norm (host, after flush); 0.0 without any gradient
         self.bad: List[Any] = []  # parameters whose gradient norm is NaN/Inf
         self.loss_index = loss_index  # number of loss records seen when the step ran
         self.site: Site = UNKNOWN  # the backward() line of the last loss before this step
         self.short = False  # the last batch before this step was a short (last) batch
+        self.clip: Any = None  # the norm clip_grad_norm_ returned before this step (device, then host float)
+        self.no_grads = False  # no parameter of the optimizer had a gradient
+        self.accumulated = False  # a backward() added onto the gradients of the previous step
+        self.after_backward = ""  # "", "replaced" or "modified": gradients touched after the last backward
+        self.closure = False  # step(closure): the gradients are those of the closure's last backward
+
+    @property
+    def raw(self) -> float:
+        """The gradient norm before clipping (the norm `clip_grad_norm_` saw), else the norm at the step."""
+        return self.clip if isinstance(self.clip, float) else self.total
 
 
 class ParamCheck:
-    """A periodic look at the parameter values of one optimizer (at each flush)."""
+    """A periodic look at the parameter values of one optimizer (at each flush): `step` is the last
+    completed step (0-based), `last_ok_step` the last step after which they were all finite (-1: none
+    checked before)."""
 
     __slots__ = ("opt", "step", "last_ok_step", "epoch", "bad")
 

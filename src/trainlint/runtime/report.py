@@ -1,9 +1,12 @@
 """`--report run.html`: one self-contained HTML file (inline CSS and SVG, no script, no network).
 
-Two plots: the loss of every backward() call (x: batch, i.e. backward call; epoch boundaries as dashed
-lines; short last batches as orange dots) and the global gradient norm per optimizer step; both on a log
-scale when the values are positive and span more than a decade. Each finding is marked where it
-happened (red line, its code, its message as tooltip) and listed in a table below.
+Two plots: the loss of every backward() call (x: batch, i.e. backward call, from 0; epoch boundaries as
+dashed lines; short last batches as orange dots) and the global gradient norm per optimizer step (from
+0, as training loops count); both on a log scale when the values are positive and span more than a
+decade, with round tick values. Each finding is marked where it happened (red line; its code in the
+margin above the plot, where no marker can hide it; its message as tooltip) and listed in a table below.
+Text labels are drawn after every marker, with a white halo. The legend lists only what is drawn. The
+header gives the run's date, duration, and the trainlint and torch versions.
 """
 
 from __future__ import annotations
@@ -11,17 +14,48 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
+import time
 from bisect import bisect_left
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-W, H = 960, 300  # plot size in px
-ML, MR, MT, MB = 70, 20, 24, 40  # margins
+W, H = 960, 320  # plot size in px
+ML, MR, MT, MB = 70, 20, 44, 40  # margins (the top one holds the findings' labels)
 COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 MAX_POINTS = 3000  # per series; more are reduced to min/max per bucket (spikes stay visible)
 
 
 def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
+
+
+def _plain(s: Any) -> str:
+    """Message text without its Markdown backticks (for tooltips)."""
+    return str(s).replace("`", "")
+
+
+def _rich(s: Any) -> str:
+    """Message text as HTML: `name` becomes <code>name</code>, no literal backticks."""
+    parts = re.split(r"`([^`]*)`", str(s))
+    return "".join(f"<code>{_e(p)}</code>" if i % 2 else _e(p) for i, p in enumerate(parts)).replace("`", "")
+
+
+def nice_step(span: float, count: int = 5) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving about `count` intervals over `span`."""
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / count
+    mag = 10.0 ** math.floor(math.log10(raw))
+    return min((m * mag for m in (1, 2, 5, 10)), key=lambda st: abs(math.log(st / raw)))
+
+
+def _label(v: float, step: float) -> str:
+    if v == 0:
+        return "0"
+    decimals = max(0, -int(math.floor(math.log10(step)))) if step < 1 else 0
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.3g}"
+    return f"{v:.{decimals}f}"
 
 
 class _Scale:
@@ -62,13 +96,21 @@ class _Scale:
                     v = m * 10.0 ** d
                     if self.lo <= math.log10(v) <= self.hi:
                         out.append((v, f"{v:g}" if -3 <= d <= 3 else f"{m}e{d}"))
-            if len(out) < 2:
-                out = [(10 ** self.lo, f"{10 ** self.lo:.3g}"), (10 ** self.hi, f"{10 ** self.hi:.3g}")]
+            if len(out) < 2:  # less than a decade between two powers of ten: round linear steps
+                lo, hi = 10 ** self.lo, 10 ** self.hi
+                step = nice_step(hi - lo, 4)
+                v = math.ceil(lo / step) * step
+                out = []
+                while v <= hi:
+                    if v > 0:
+                        out.append((v, _label(v, step)))
+                    v += step
         else:
-            n = 5
-            for i in range(n + 1):
-                v = self.lo + (self.hi - self.lo) * i / n
-                out.append((v, f"{v:.3g}"))
+            step = nice_step(self.hi - self.lo)
+            v = math.ceil(self.lo / step - 1e-9) * step
+            while v <= self.hi + 1e-12 * abs(self.hi):
+                out.append((v, _label(0.0 if abs(v) < step * 1e-9 else v, step)))
+                v += step
         return out
 
 
@@ -124,9 +166,11 @@ def _frame(scale: _Scale, x0: int, x1: int, xlabel: str, ylabel: str) -> List[st
     return out
 
 
-def _finding_marks(diags, xpos, step_to_x) -> List[str]:
-    out = []
-    seen: Dict[float, int] = {}
+def _finding_marks(diags, xpos, step_to_x) -> Tuple[List[str], List[str]]:
+    """(lines, labels): the labels sit in the top margin, above the plot frame, staggered when close."""
+    out: List[str] = []
+    labels: List[str] = []
+    placed: List[Tuple[float, int]] = []
     for d in diags:
         step = (d.runtime or {}).get("step")
         if step is None:
@@ -135,13 +179,17 @@ def _finding_marks(diags, xpos, step_to_x) -> List[str]:
         if xv is None:
             continue
         xx = xpos(xv)
-        k = seen.get(round(xx), 0)
-        seen[round(xx)] = k + 1
-        title = _e(f"{d.code} at step {step}: {d.message}")
+        k = 0
+        while any(abs(px - xx) < 40 and pk == k for px, pk in placed):
+            k += 1
+        placed.append((xx, k))
+        title = _e(_plain(f"{d.code} at step {step}: {d.message}"))
         out.append(f'<g class="finding"><title>{title}</title>'
-                   f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{H - MB}"/>'
-                   f'<text x="{xx + 3:.1f}" y="{MT + 12 + 12 * k}">{_e(d.code)}</text></g>')
-    return out
+                   f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT - 4}" y2="{H - MB}"/></g>')
+        labels.append(f'<g class="finding"><title>{title}</title>'
+                      f'<text class="label" x="{xx:.1f}" y="{MT - 8 - 11 * (k % 3)}" text-anchor="middle">'
+                      f'{_e(d.code)}</text></g>')
+    return out, labels
 
 
 def loss_svg(monitor, diags) -> str:
@@ -153,16 +201,21 @@ def loss_svg(monitor, diags) -> str:
     values = list(h.loss_value)
     scale = _Scale(values)
     x = _x_scale(0, max(1, n - 1))
-    parts = _frame(scale, 0, max(1, n - 1), "batch (backward() call)", "loss")
-    # epoch boundaries
+    parts = _frame(scale, 0, max(1, n - 1), "batch (backward() call, from 0)", "loss")
+    labels: List[str] = []
+    # epoch boundaries (lines now, labels after the markers)
     prev = None
+    boundaries = 0
     if n and h.loss_epoch[0]:
-        parts.append(f'<g class="epoch"><text x="{x(0) + 2:.1f}" y="{H - MB - 4}">epoch {h.loss_epoch[0]}</text></g>')
+        labels.append(f'<g class="epoch"><text class="label" x="{x(0) + 2:.1f}" y="{H - MB - 4}">'
+                      f'epoch {h.loss_epoch[0]}</text></g>')
     for i, ep in enumerate(h.loss_epoch):
         if ep and ep != prev and prev is not None:
             xx = x(i - 0.5)
-            parts.append(f'<g class="epoch"><line x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{H - MB}"/>'
-                         f'<text x="{xx + 2:.1f}" y="{H - MB - 4}">epoch {ep}</text></g>')
+            boundaries += 1
+            parts.append(f'<g class="epoch"><line x1="{xx:.1f}" x2="{xx:.1f}" y1="{MT}" y2="{H - MB}"/></g>')
+            labels.append(f'<g class="epoch"><text class="label" x="{xx + 2:.1f}" y="{H - MB - 4}">'
+                          f'epoch {ep}</text></g>')
         prev = ep or prev
     # one line per backward() site
     sites = h.sites
@@ -194,13 +247,19 @@ def loss_svg(monitor, diags) -> str:
         i = bisect_left(steps, step)
         return min(i, n - 1) if n else None
 
-    parts += _finding_marks(diags, x, step_to_x)
+    marks, mark_labels = _finding_marks(diags, x, step_to_x)
+    parts += marks + labels + mark_labels
+    drawn = {sid for sid in range(len(sites)) if any(h.loss_site[i] == sid and math.isfinite(values[i]) for i in xs)}
     legend = [f'<span class="key" style="--c:{COLORS[i % len(COLORS)]}">loss from {_e(s.label())}</span>'
-              for i, s in enumerate(sites)]
-    legend.append('<span class="key dot">short last batch</span>')
+              for i, s in enumerate(sites) if i in drawn]
+    if shorts:
+        legend.append('<span class="key dot">short last batch</span>')
     if bad:
         legend.append(f'<span class="key bad">NaN/Inf loss ({len(bad)})</span>')
-    legend.append('<span class="key epochk">epoch boundary</span><span class="key findk">finding</span>')
+    if boundaries:
+        legend.append('<span class="key epochk">epoch boundary</span>')
+    if marks:
+        legend.append('<span class="key findk">finding</span>')
     return _figure(parts, legend, "loss per batch")
 
 
@@ -221,8 +280,8 @@ def norm_svg(monitor, diags) -> str:
     shown = {lbl: (st, [max(v, floor) if math.isfinite(v) else v for v in ns]) for lbl, (st, ns) in h.norms.items()}
     scale = _Scale([v for _, ns in shown.values() for v in ns])
     x1 = max(max(st) for st, _ in shown.values() if len(st)) if any(len(st) for st, _ in shown.values()) else 1
-    x = _x_scale(1, max(2, x1))
-    parts = _frame(scale, 1, max(2, x1), "optimizer step", "gradient norm")
+    x = _x_scale(0, max(1, x1))
+    parts = _frame(scale, 0, max(1, x1), "optimizer step (from 0)", "gradient norm")
     bad_total = 0
     for k, (lbl, (st, ns)) in enumerate(shown.items()):
         pts = _reduce(list(st), ns)
@@ -237,12 +296,14 @@ def norm_svg(monitor, diags) -> str:
                 if bad_total <= MAX_POINTS:
                     parts.append(f'<path class="nonfinite" d="M{x(s_) - 4:.1f},{MT + 2} l4,7 l4,-7 z">'
                                  f'<title>{_e(f"gradient norm {v} at step {s_}")}</title></path>')
-    parts += _finding_marks(diags, x, lambda step: step)
+    marks, mark_labels = _finding_marks(diags, x, lambda step: step)
+    parts += marks + mark_labels
     legend = [f'<span class="key" style="--c:{COLORS[k % len(COLORS)]}">gradient norm, {_e(lbl)}</span>'
-              for k, lbl in enumerate(shown)]
+              for k, (lbl, (st, ns)) in enumerate(shown.items()) if any(math.isfinite(v) for v in ns)]
     if bad_total:
         legend.append(f'<span class="key bad">NaN/Inf gradient ({bad_total})</span>')
-    legend.append('<span class="key findk">finding</span>')
+    if marks:
+        legend.append('<span class="key findk">finding</span>')
     return _figure(parts, legend, "gradient norm per step")
 
 
@@ -257,6 +318,7 @@ svg .short{fill:#ff7f0e;stroke:#fff;stroke-width:1}
 svg .nonfinite{fill:#d62728}
 svg .epoch line{stroke:#999;stroke-dasharray:4 3}svg .epoch text{fill:#888;font-size:10px}
 svg .finding line{stroke:#d62728;stroke-width:1.5;stroke-dasharray:6 2}svg .finding text{fill:#d62728;font-weight:bold}
+svg .label{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 .legend{margin:4px 0 0 70px;color:#444;font-size:12px}
 .key{margin-right:16px}.key:before{content:"";display:inline-block;width:18px;height:3px;background:var(--c,#888);vertical-align:middle;margin-right:5px}
 .key.dot:before{width:8px;height:8px;border-radius:50%;background:#ff7f0e}
@@ -281,9 +343,29 @@ def findings_table(diags) -> str:
             f'<tr><td class="code"><a href="{_e(d.url)}">{_e(d.code)}</a><br><small>{_e(d.name)}</small></td>'
             f'<td class="num">{_e(rt.get("step", ""))}</td><td class="num">{_e(rt.get("epoch") or "")}</td>'
             f'<td><code>{_e(d.filename)}:{d.location.row}</code></td>'
-            f'<td>{_e(d.message)}{_e(conf)}<div class="ev">{_e(ev)}</div></td></tr>')
+            f'<td>{_rich(d.message)}{_e(conf)}<div class="ev">{_e(ev)}</div></td></tr>')
     return ('<table><thead><tr><th>code</th><th>step</th><th>epoch</th><th>where</th><th>finding</th></tr>'
             f'</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def run_facts(monitor) -> str:
+    """When the run started, how long it took, and the versions (trainlint, torch, Python)."""
+    import platform
+
+    import torch
+
+    from trainlint import __version__
+
+    started = getattr(monitor, "started", None)
+    ended = getattr(monitor, "ended", None) or time.time()
+    parts = []
+    if started:
+        parts.append(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)))
+        parts.append(f"{ended - started:.1f} s")
+    parts.append(f"trainlint {__version__}")
+    parts.append(f"torch {torch.__version__}")
+    parts.append(f"Python {platform.python_version()}")
+    return " · ".join(parts)
 
 
 def render_report(monitor, diags, title: Optional[str] = None) -> str:
@@ -295,7 +377,7 @@ def render_report(monitor, diags, title: Optional[str] = None) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(meta)}</p>"
+        f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(meta)}</p><p class=\"meta run\">{_e(run_facts(monitor))}</p>"
         f"<h2>Findings</h2>{findings_table(diags)}"
         f"<h2>Loss per batch</h2>{loss_svg(monitor, diags)}"
         f"<h2>Gradient norm per optimizer step</h2>{norm_svg(monitor, diags)}"

@@ -4,12 +4,20 @@ The script runs in this process as `python SCRIPT ARGS` would run it (sys.argv, 
 sys.path[0] = the script's folder, working directory), with the runtime checks attached; the findings
 print when it ends, however it ends.
 
+Where the findings go: `-o PATH` writes them to PATH (in the chosen format), never mixed with the
+script's output. Without `-o`, the human formats (full, concise) print on stdout after the script's own
+output; with a machine format (json, json-lines, sarif) stdout holds only the findings: the script's own
+stdout is sent to stderr while it runs (at the file-descriptor level, so child processes too). The
+github format prints annotations on stdout, where the Actions runner reads them, next to the script's
+output.
+
 Exit status:
   the script's own status when there is no finding (0, the `sys.exit` code, 1 for an uncaught
-  exception, 130 for Ctrl-C);
+  exception, 130 for Ctrl-C), also when nothing was checked (no backward() or step() seen);
   1 when there are findings and the script succeeded (a failing script keeps its own non-zero status);
-  2 for a usage or configuration error (unknown code, bad threshold, no such script/module), or when the
-  checks themselves failed and there is nothing else to report.
+  2 for a usage or configuration error (unknown code, bad threshold, no such script/module, torch
+  missing, a report or output path that cannot be written: all found before the script starts), or
+  when the checks themselves failed and there is nothing else to report.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import traceback
 from typing import List, Optional, Sequence
 
 EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPT = 1, 2, 130
+MACHINE_FORMATS = ("json", "json-lines", "sarif")
+NEEDS_TORCH = 'the runtime mode needs torch (pip install "trainlint[runtime]")'
 
 
 def _err(msg: str) -> None:
@@ -59,6 +69,62 @@ def _print_traceback(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
+def writable_problem(path: str) -> Optional[str]:
+    """Why `path` cannot be written (checked before the script runs), or None. Leaves nothing behind."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"no such directory: {parent}"
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        try:
+            os.remove(path)
+        except OSError:  # pragma: no cover - removed meanwhile
+            pass
+    return None
+
+
+class _StdoutToStderr:
+    """While the script runs: its stdout goes to stderr, so that stdout holds only the findings."""
+
+    def __init__(self) -> None:
+        self.saved_fd: Optional[int] = None
+        self.saved_obj = None
+
+    def __enter__(self):
+        sys.stdout.flush()
+        self.saved_obj = sys.stdout
+        try:
+            fd = sys.stdout.fileno()
+            err = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (captured): Python level only
+            fd = err = None
+        if fd is not None and err is not None:
+            self.saved_fd = os.dup(fd)
+            os.dup2(err, fd)
+        sys.stdout = sys.stderr
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            sys.stdout.flush()
+        except Exception:  # pragma: no cover - the script closed it
+            pass
+        sys.stdout = self.saved_obj
+        if self.saved_fd is not None:
+            try:
+                os.dup2(self.saved_fd, sys.stdout.fileno())
+            finally:
+                os.close(self.saved_fd)
+        return False
+
+
 def resolve_options(select: Sequence[str], ignore: Sequence[str], every: Optional[int],
                     config_path: Optional[str]):
     """(codes, settings) from the command line and [tool.trainlint.runtime]; raises ConfigError."""
@@ -79,14 +145,25 @@ def resolve_options(select: Sequence[str], ignore: Sequence[str], every: Optiona
     cfg_ignore = [c for c in cfg.ignore if expand_selectors([c], RUNTIME_CODES)]
     codes = selected_codes(list(select) or None, list(ignore) + cfg_ignore)
     if not codes:
-        raise ConfigError("no runtime check selected (runtime checks are TL101-TL107)")
+        raise ConfigError(f"no runtime check selected (runtime checks are {RUNTIME_CODES[0]}-{RUNTIME_CODES[-1]})")
     return codes, settings
 
 
 def run_main(target: str, args: List[str], module: bool = False, output_format: str = "full",
              report: Optional[str] = None, select: Sequence[str] = (), ignore: Sequence[str] = (),
-             every: Optional[int] = None, config_path: Optional[str] = None, quiet: bool = False) -> int:
+             every: Optional[int] = None, config_path: Optional[str] = None, quiet: bool = False,
+             output_file: Optional[str] = None) -> int:
+    import importlib.util
+
     from trainlint.config import ConfigError
+
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        has_torch = False
+    if not has_torch:
+        _err(NEEDS_TORCH)
+        return EXIT_ERROR
 
     try:
         codes, settings = resolve_options(select, ignore, every, config_path)
@@ -112,13 +189,25 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
     elif not os.path.exists(target):
         _err(f"can't open file {target!r}: no such file")
         return EXIT_ERROR
+    for what, path in (("report", report), ("output file", output_file)):
+        problem = writable_problem(path) if path else None
+        if problem:
+            _err(f"cannot write the {what} {path!r}: {problem}")
+            return EXIT_ERROR
 
-    from trainlint.runtime.monitor import Monitor
+    try:
+        from trainlint.runtime.monitor import Monitor
+    except ImportError as exc:  # torch found but broken
+        _err(f"{NEEDS_TORCH}: {exc}")
+        return EXIT_ERROR
 
     monitor = Monitor(settings, codes)
     saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
     if report:
         report = os.path.abspath(report)  # the script may change the working directory
+    if output_file:
+        output_file = os.path.abspath(output_file)
+    redirect = _StdoutToStderr() if output_format in MACHINE_FORMATS and not output_file else None
     status = 0
     try:
         if module:
@@ -128,6 +217,8 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
             sys.argv = [target, *args]
             sys.path[0:1] = [os.path.dirname(os.path.abspath(target))]
         monitor.attach()
+        if redirect is not None:
+            redirect.__enter__()
         try:
             if module:
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -144,6 +235,8 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
             _print_traceback(exc)
             status = 1
     finally:
+        if redirect is not None:
+            redirect.__exit__(None, None, None)
         monitor.close()
         sys.argv, sys.path[:] = saved_argv, saved_path
         try:
@@ -153,38 +246,58 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
 
     try:
         title = f"trainlint run {'-m ' if module else ''}{target}"
-        return _finish(monitor, status, output_format, report, quiet, title)
+        return _finish(monitor, status, output_format, report, quiet, title, output_file)
     except KeyboardInterrupt:  # a second Ctrl-C while printing
         return EXIT_INTERRUPT
 
 
 def _finish(monitor, status: int, output_format: str, report: Optional[str], quiet: bool,
-            title: Optional[str] = None) -> int:
+            title: Optional[str] = None, output_file: Optional[str] = None) -> int:
     from trainlint.output import renderer
     from trainlint.output.full import Sources
     from trainlint.output.style import Style
 
     diags = monitor.diagnostics()
     sys.stderr.flush()
-    out = sys.stdout
-    out.flush()
-    style = Style.for_stream(out)
-    if output_format in ("full", "concise") and diags and not quiet:
-        out.write("\n")
-    renderer(output_format).render(diags, out, style=style, sources=Sources(), unsafe_fixes=False)
-    if output_format in ("full", "concise") and not quiet:
+    sys.stdout.flush()
+    human = output_format in ("full", "concise")
+    nothing = monitor.loss_count == 0 and monitor.step == 0
+    failed = False
+    if output_file:
+        try:
+            with open(output_file, "w", encoding="utf-8") as fh:
+                # a file never gets colour codes
+                renderer(output_format).render(diags, fh, style=Style(False), sources=Sources(),
+                                               unsafe_fixes=False)
+        except OSError as exc:
+            _err(f"cannot write the output file {output_file!r}: {exc.strerror or exc}")
+            failed = True
+        summary_stream = sys.stderr
+    else:
+        out = sys.stdout
+        if human and diags and not quiet:
+            out.write("\n")
+        renderer(output_format).render(diags, out, style=Style.for_stream(out), sources=Sources(),
+                                       unsafe_fixes=False)
+        out.flush()
+        summary_stream = sys.stdout if human else sys.stderr
+    if not quiet and (human or output_file or nothing):
         seen = f"{monitor.step} optimizer step{'s' if monitor.step != 1 else ''}"
         if monitor.epochs:
             seen += f", {monitor.epochs} epoch{'s' if monitor.epochs != 1 else ''}"
-        if diags:
+        if nothing:
+            line = ("Nothing was checked: no backward() call or optimizer step was seen "
+                    "(runtime checks, 0 optimizer steps watched).\n")
+            summary_stream = sys.stderr if not human or output_file else summary_stream
+        elif diags:
             n = len(diags)
-            out.write(f"Found {n} error{'s' if n != 1 else ''} (runtime checks, {seen} watched).\n")
+            line = f"Found {n} error{'s' if n != 1 else ''} (runtime checks, {seen} watched).\n"
         else:
-            out.write(f"All checks passed! (runtime checks, {seen} watched)\n")
-    out.flush()
-    if monitor.loss_count == 0 and monitor.step == 0 and not quiet:
-        _warn("no backward() call or optimizer step was seen: nothing was checked")
-    failed = False
+            line = f"All checks passed! (runtime checks, {seen} watched)\n"
+        if output_file and not nothing:
+            line = line.rstrip("\n") + f"; findings written to {output_file}\n"
+        summary_stream.write(line)
+        summary_stream.flush()
     if monitor.errors:
         _err("the runtime checks failed and stopped watching (please report this):\n" + monitor.errors[0])
         failed = True

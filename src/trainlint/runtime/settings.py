@@ -14,8 +14,8 @@ DEFAULTS: Dict[str, Any] = {
     # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
     # of the first `warmup-steps` gradient norms and losses)
     "warmup-steps": 20,
-    # TL104: a short final batch whose loss differs from the median full batch of its epoch by at
-    # least this factor (either way) ...
+    # TL104: a short final batch whose loss is at least this factor above the median of the full
+    # batches before it (and above all of them) ...
     "spike-factor": 2.0,
     # ... in at least this fraction of the epochs that end with a short batch ...
     "spike-epoch-fraction": 0.5,
@@ -23,8 +23,12 @@ DEFAULTS: Dict[str, Any] = {
     "spike-min-epochs": 2,
     # TL105: a gradient norm this many times above its running median ...
     "explode-factor": 10.0,
-    # ... taken over the last this many steps
+    # ... taken over the last this many steps ...
     "explode-window": 50,
+    # ... counts when the norm is at least this large in absolute terms ...
+    "explode-norm": 100.0,
+    # ... or when the loss gets worse by this factor over its running median right after it
+    "explode-loss-factor": 1.5,
     # TL106: a gradient norm below `collapse-ratio` x the reference norm (or below `collapse-norm`) ...
     "collapse-ratio": 1e-3,
     "collapse-norm": 1e-12,
@@ -32,6 +36,16 @@ DEFAULTS: Dict[str, Any] = {
     "collapse-steps": 20,
     # ... while the loss stays above this fraction of the reference loss
     "collapse-loss-fraction": 0.1,
+    # TL108: this many consecutive optimizer steps without any gradient, or on gradients cleared
+    # between backward() and step() (or every step of a shorter run)
+    "unchanged-steps": 5,
+    # TL109: the loss (median of 3 consecutive losses of one backward() line) this many times above
+    # its starting level (the lowest of its first 3 losses)
+    "diverge-factor": 10.0,
+    # TL110: a cross-entropy loss within this relative distance of ln(classes) ...
+    "chance-tolerance": 0.1,
+    # ... over this many consecutive losses, without improving
+    "chance-steps": 50,
 }
 
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
@@ -39,17 +53,25 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "every": (int, 1, None, "optimizer steps between two reads of the device-side values"),
     "warmup-steps": (int, 1, None, "steps before TL105/TL106 judge; TL106's reference level is "
                                    "the median over these first steps"),
-    "spike-factor": (float, 1.0, None, "short-batch loss / median full-batch loss (or its inverse) "
-                                       "that counts as a spike"),
+    "spike-factor": (float, 1.0, None, "short-batch loss / median loss of the full batches before it "
+                                       "that counts as a spike (dips never count)"),
     "spike-epoch-fraction": (float, 0.0, 1.0, "fraction of the epochs with a short batch that must spike"),
     "spike-min-epochs": (int, 1, None, "epochs that must spike before TL104 reports"),
     "explode-factor": (float, 1.0, None, "gradient norm / running median that counts as exploding"),
     "explode-window": (int, 2, None, "steps in the running median of TL105"),
+    "explode-norm": (float, 0.0, None, "gradient norm that counts as exploding whatever the loss does"),
+    "explode-loss-factor": (float, 1.0, None, "worst loss of the spike's step and the two after it / "
+                                              "median loss before it that confirms an explosion"),
     "collapse-ratio": (float, 0.0, 1.0, "gradient norm / reference norm below which a step counts as collapsed"),
     "collapse-norm": (float, 0.0, None, "absolute gradient norm below which a step counts as collapsed"),
     "collapse-steps": (int, 1, None, "consecutive collapsed steps before TL106 reports"),
     "collapse-loss-fraction": (float, 0.0, None, "the loss must stay above this fraction of its "
                                                  "reference level for TL106"),
+    "unchanged-steps": (int, 1, None, "consecutive steps without gradients (or on cleared ones) before "
+                                      "TL108 reports"),
+    "diverge-factor": (float, 1.0, None, "loss / its starting level that counts as diverged"),
+    "chance-tolerance": (float, 0.0, 1.0, "relative distance to ln(classes) that counts as chance level"),
+    "chance-steps": (int, 2, None, "consecutive losses at chance level before TL110 reports"),
 }
 
 # which keys each runtime check reads (for the rule pages and `trainlint rule`)
@@ -58,9 +80,12 @@ KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
     "TL102": ("every",),
     "TL103": (),
     "TL104": ("spike-factor", "spike-epoch-fraction", "spike-min-epochs"),
-    "TL105": ("explode-factor", "explode-window", "warmup-steps"),
+    "TL105": ("explode-factor", "explode-window", "explode-norm", "explode-loss-factor", "warmup-steps"),
     "TL106": ("collapse-ratio", "collapse-norm", "collapse-steps", "collapse-loss-fraction", "warmup-steps"),
     "TL107": (),
+    "TL108": ("unchanged-steps",),
+    "TL109": ("diverge-factor",),
+    "TL110": ("chance-tolerance", "chance-steps"),
 }
 
 

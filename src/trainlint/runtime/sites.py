@@ -88,6 +88,10 @@ class SiteFinder:
     def _is_skipped(self, filename: str) -> bool:
         return filename.startswith("<frozen") or filename.startswith(self._skip)
 
+    def skips(self, filename: str) -> bool:
+        """Is a frame of this file trainlint's, torch's or runpy's (never the user's code)?"""
+        return self._is_skipped(self._abs(filename))
+
     def _is_library(self, filename: str) -> bool:
         return (filename.startswith(self._lib) or "site-packages" in filename
                 or "dist-packages" in filename or filename.startswith("<"))

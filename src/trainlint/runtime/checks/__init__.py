@@ -12,9 +12,13 @@ from trainlint.runtime.checks.tl104_short_batch_loss_spike import ShortBatchLoss
 from trainlint.runtime.checks.tl105_exploding_gradients import ExplodingGradients
 from trainlint.runtime.checks.tl106_collapsed_gradients import CollapsedGradients
 from trainlint.runtime.checks.tl107_eps_underflow import EpsUnderflow
+from trainlint.runtime.checks.tl108_parameters_not_updated import ParametersNotUpdated
+from trainlint.runtime.checks.tl109_loss_diverged import LossDiverged
+from trainlint.runtime.checks.tl110_loss_at_chance_level import LossAtChanceLevel
 
 CHECKS = {c.code: c for c in (NonFiniteLoss, NonFiniteGradient, GradientsNotCleared, ShortBatchLossSpike,
-                              ExplodingGradients, CollapsedGradients, EpsUnderflow)}
+                              ExplodingGradients, CollapsedGradients, EpsUnderflow, ParametersNotUpdated,
+                              LossDiverged, LossAtChanceLevel)}
 
 
 def build_checks(codes: Iterable[str], ctx: Any, settings: Dict[str, Any]) -> List[Check]:

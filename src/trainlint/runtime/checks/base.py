@@ -4,8 +4,13 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   on_backward_start(), on_backward_end(), on_optimizer(opt) (an optimizer's first step),
   on_pre_step(opt), on_post_step(opt)
 Flushed events (every `every` steps and at the end, host values in order):
-  on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck)
+  on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck), then on_flush()
 and finish() once at the end. `diagnostics()` may be called at any time and again later.
+
+When the flushed events run, `self.history` (`history.History`) already holds every record up to the
+end of the block: a check may read the losses of the steps after the one it judges. A check that
+reads the other checks' findings (to say that an earlier one explains its own) sets `reads_findings`
+and gets them in `self.others` before `diagnostics()` is called.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from trainlint.runtime.sites import Site
 
 class Check:
     code = ""
+    reads_findings = False
 
     def __init__(self, ctx: Any, settings: Dict[str, Any]):
         self.ctx = ctx  # the Monitor: names, epoch(), arm_localisation()
         self.settings = settings
+        self.history = ctx.history
+        self.others: List[Diagnostic] = []
 
     # host-time events
     def on_backward_start(self) -> None: ...
@@ -37,6 +45,7 @@ class Check:
     def on_loss(self, rec: LossRecord) -> None: ...
     def on_step(self, rec: StepRecord) -> None: ...
     def on_params(self, rec: ParamCheck) -> None: ...
+    def on_flush(self) -> None: ...
     def finish(self) -> None: ...
 
     def diagnostics(self) -> List[Diagnostic]:
@@ -86,9 +95,19 @@ def fmt(v: Optional[float]) -> str:
     return f"{v:.3g}"
 
 
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def when(step: Optional[int], epoch: Optional[int]) -> str:
-    s = f"step {step}" if step is not None else "the first step"
-    return f"{s} (epoch {epoch})" if epoch else s
+    """`step 6 (the 7th optimizer step, epoch 1)`: steps counted from 0, as training loops count them,
+    with the ordinal to leave no doubt."""
+    if step is None:
+        s = "the first step"
+        return f"{s} (epoch {epoch})" if epoch else s
+    tail = f", epoch {epoch}" if epoch else ""
+    return f"step {step} (the {ordinal(step + 1)} optimizer step{tail})"
 
 
 def names_text(names: List[str], limit: int = 3) -> str:

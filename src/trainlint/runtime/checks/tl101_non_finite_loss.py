@@ -1,16 +1,22 @@
-"""TL101 non-finite-loss: the first step whose loss is NaN/Inf, and the first module whose output was."""
+"""TL101 non-finite-loss: the first step whose loss is NaN/Inf, the first module whose output was, and
+the earlier finding that explains it, if there is one (a divergence reported by TL103/TL105/TL109...)."""
 
 from __future__ import annotations
 
 import math
 from typing import List, Optional
 
+from trainlint.codes import CODES
 from trainlint.runtime.checks.base import Check, fmt, when
 from trainlint.runtime.records import LossRecord
+
+# findings that make a later NaN loss their consequence
+_CAUSES = ("TL103", "TL105", "TL107", "TL108", "TL109", "TL102")
 
 
 class NonFiniteLoss(Check):
     code = "TL101"
+    reads_findings = True
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
@@ -35,11 +41,20 @@ class NonFiniteLoss(Check):
         if self.localised is None and rec.scanned:
             self.localised = rec
 
+    def _cause(self, step: int):
+        """The earliest other finding at or before `step` that explains a diverging run."""
+        found = [d for d in self.others if d.code in _CAUSES and (d.runtime or {}).get("step") is not None
+                 and d.runtime["step"] <= step
+                 and not (d.code == "TL102" and (d.runtime.get("evidence") or {}).get("kind") == "gradient"
+                          and d.runtime["step"] == step)]
+        return min(found, key=lambda d: (d.runtime["step"], d.code)) if found else None
+
     def diagnostics(self):
         r = self.first
         if r is None:
             return []
         loc = self.localised
+        cause = self._cause(r.step)
         evidence = {
             "loss": r.value,
             "last_finite_loss": self.last_finite,
@@ -54,25 +69,34 @@ class NonFiniteLoss(Check):
                             module_parameters_finite=m["params_finite"])
             if loc is not r:
                 evidence["module_seen_at_step"] = loc.step
-            origin: List[str] = []
             if not m["params_finite"]:
-                origin.append("its parameters are already NaN/Inf (see TL102)")
+                origin = "its parameters are already NaN/Inf (see TL102)"
             elif m["inputs_finite"]:
-                origin.append("from finite inputs")
+                origin = "from finite inputs"
             else:
-                origin.append("its inputs were already NaN/Inf")
+                origin = "its inputs were already NaN/Inf"
             seen = "" if loc is r else f" (examined at step {loc.step}, the next non-finite step)"
-            where = f"the first module whose output was NaN/Inf is `{m['name']}` ({m['type']}), {origin[0]}{seen}"
+            where = f"the first module whose output was NaN/Inf is `{m['name']}` ({m['type']}), {origin}{seen}"
         elif loc is not None:
-            where = ("every module output of that step was finite: the NaN/Inf arose after the model, "
-                     "in the loss computation (log of 0, division by 0, exp overflow?)")
             evidence["module"] = None
+            if cause is not None:
+                where = "every module output of that step was finite: the NaN/Inf arose after the model"
+            else:
+                where = ("every module output of that step was finite: the NaN/Inf arose after the model, "
+                         "in the loss computation (log of 0, division by 0, exp overflow?)")
         else:
             where = "the step could not be examined module by module (`--every 1` reads each loss as it happens)"
         msg = f"loss is {fmt(r.value)} at {when(r.step, r.epoch)}"
         if self.last_finite is not None:
-            msg += f" (last finite loss {fmt(self.last_finite)})"
-        msg += f"; {where}"
+            msg += f"; the last finite loss was {fmt(self.last_finite)}"
+        if cause is not None:
+            info = CODES[cause.code]
+            msg += (f"; it follows {cause.code} {info.name} at step {cause.runtime['step']}: the run was "
+                    f"already diverging, fix that first; {where}")
+            evidence["explained_by"] = cause.code
+            evidence["explained_by_step"] = cause.runtime["step"]
+        else:
+            msg += f"; {where}"
         if self.count > 1:
             msg += f"; {self.count} of {self.total} losses were non-finite"
         return [self.diagnostic(msg, r.site, r.step, r.epoch, evidence)]

@@ -45,13 +45,12 @@ class NonFiniteGradient(Check):
         if g is None and p is None:
             return []
         if g is not None and (p is None or g.step <= p.step):
-            loss_note = ""
             if self.first_bad_loss_step is not None and self.first_bad_loss_step <= g.step:
                 loss_note = f"; the loss was already non-finite at step {self.first_bad_loss_step} (TL101)"
-            elif self.first_bad_loss_step is None or self.first_bad_loss_step > g.step:
+            else:
                 loss_note = "; the loss itself was finite: the backward pass overflowed"
             msg = (f"gradient of {names_text(self.grad_names)} is NaN/Inf at {when(g.step, g.epoch)}, and "
-                   f"{g.opt.label}.step() ran on it{loss_note}")
+                   f"{g.opt.title}.step() ran on it{loss_note}")
             if self.grad_steps > 1:
                 msg += f"; {self.grad_steps} steps had non-finite gradients"
             evidence = {"kind": "gradient", "parameters": self.grad_names[:10],
@@ -61,13 +60,11 @@ class NonFiniteGradient(Check):
             site = g.site if g.site.filename != "<unknown>" else g.opt.site
             return [self.diagnostic(msg, site, g.step, g.epoch, evidence)]
         assert p is not None
-        span = (f"in the first {p.step} steps" if p.last_ok_step == 0
-                else f"between step {p.last_ok_step} and step {p.step}")
+        span = (f"by the end of step {p.step}" if p.last_ok_step < 0
+                else f"after step {p.last_ok_step} and by the end of step {p.step}")
         msg = (f"parameter {names_text(self.param_names)} became NaN/Inf {span} while the gradients were "
-               f"finite: the {p.opt.label} update itself overflowed (learning rate, eps, or fp16 state?)")
+               f"finite: the {p.opt.title} update itself overflowed (learning rate, eps, or fp16 state?)")
         evidence = {"kind": "parameter", "parameters": self.param_names[:10],
                     "non_finite_parameters": len(self.param_names), "last_finite_check_step": p.last_ok_step,
                     "optimizer": p.opt.label, "first_non_finite_loss_step": self.first_bad_loss_step}
         return [self.diagnostic(msg, p.opt.site, p.step, p.epoch, evidence)]
-
-

@@ -1,16 +1,25 @@
-"""TL104 short-batch-loss-spike: the loss of the short last batch of an epoch is systematically off the
-scale of the full batches of the same epoch (the Keras report: a loss normalised by a batch-correlated
-count and divided by the batch size again spikes once per epoch)."""
+"""TL104 short-batch-loss-spike: the loss of the short last batch of an epoch is systematically *above*
+the scale of the full batches just before it (the Keras report: a loss normalised by a batch-correlated
+count and divided by the batch size again spikes once per epoch).
+
+Only the direction that hurts is judged: a loss that scales with 1/batch size makes the short batch's
+loss (and its update) larger. A short batch whose loss is lower (a handful of samples the model already
+fits) is a dip, not a spike, and is never counted. A spike must be at least `spike-factor` times the
+median of the full batches before it in the same epoch (the last `_RECENT`, so that a falling loss does
+not hide it) and above all of them.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
 from trainlint.runtime.checks.base import Check, fmt, median
 from trainlint.runtime.records import LossRecord
 
 _MIN_FULL_BATCHES = 3
+_RECENT = 10  # full batches before the short one that it is compared with
 
 
 class _Epoch:
@@ -18,16 +27,17 @@ class _Epoch:
 
     def __init__(self, epoch: int):
         self.epoch = epoch
-        self.full_losses: List[float] = []
+        self.full_losses: Deque[float] = deque(maxlen=_RECENT)
         self.full_size = 0
         self.last: Optional[LossRecord] = None
 
 
 class _Result:
-    __slots__ = ("epoch", "size", "full", "factor", "spike", "rec")
+    __slots__ = ("epoch", "size", "full", "factor", "spike", "rec", "median")
 
-    def __init__(self, epoch, size, full, factor, spike, rec):
+    def __init__(self, epoch, size, full, factor, spike, rec, med):
         self.epoch, self.size, self.full, self.factor, self.spike, self.rec = epoch, size, full, factor, spike, rec
+        self.median = med
 
 
 class ShortBatchLossSpike(Check):
@@ -69,8 +79,8 @@ class ShortBatchLossSpike(Check):
         if not (math.isfinite(r.value) and med > 0 and r.value > 0):
             return None
         factor = r.value / med
-        spike = factor >= self.factor or factor <= 1.0 / self.factor
-        return _Result(ep.epoch, r.size, r.full or ep.full_size, factor, spike, r)
+        spike = factor >= self.factor and r.value > max(ep.full_losses)
+        return _Result(ep.epoch, r.size, r.full or ep.full_size, factor, spike, r, med)
 
     def _close(self, key, ep: _Epoch) -> None:
         res = self._evaluate(ep)
@@ -90,25 +100,26 @@ class ShortBatchLossSpike(Check):
             if not results or len(spikes) < self.min_epochs or len(spikes) < self.fraction * len(results):
                 continue
             first = spikes[0]
-            factors = [r.factor for r in results]
             med_factor = median([r.factor for r in spikes])
-            direction = "above" if med_factor > 1 else "below"
-            shown = med_factor if med_factor > 1 else 1.0 / med_factor
             sizes = sorted({r.size for r in results})
             size_text = "/".join(str(s) for s in sizes)
             msg = (f"the loss of the short last batch ({size_text} samples, full batches {first.full}) is "
-                   f"{fmt(shown)}x {direction} the median full-batch loss of its epoch in {len(spikes)} of "
-                   f"{len(results)} epochs: the loss scale depends on the batch size (divided by the batch "
-                   f"size twice? see TL003), so each epoch ends with an outsized update; use "
-                   f"`drop_last=True` on the training DataLoader (TL004) or a batch-size-independent loss")
+                   f"{fmt(med_factor)}x the median loss of the full batches before it (median over the "
+                   f"spiking epochs; threshold {fmt(self.factor)}x) in {len(spikes)} of {len(results)} epochs: "
+                   f"the loss scales with 1/batch size (divided by the batch size twice? see TL003), so each "
+                   f"epoch ends with an outsized update; use `drop_last=True` on the training DataLoader "
+                   f"(TL004) or a batch-size-independent loss")
             evidence = {
                 "batch_size": first.full,
                 "short_batch_sizes": sizes,
-                "factors": factors,
+                "factors": [r.factor for r in results],
+                "median_spike_factor": med_factor,
+                "threshold": self.factor,
                 "epochs": [r.epoch for r in results],
                 "spiking_epochs": len(spikes),
                 "epochs_with_short_batch": len(results),
                 "short_batch_loss": first.rec.value,
+                "full_batch_median": first.median,
                 "also_confirms": "TL003",
             }
             out.append(self.diagnostic(msg, first.rec.site, first.rec.step, first.epoch, evidence))

@@ -69,7 +69,8 @@ class CollapsedGradients(Check):
             s = self.states[rec.opt] = _State()
         loss = self._step_loss(rec)
         t = rec.total
-        if not math.isfinite(t):
+        if not math.isfinite(t) or rec.no_grads or (t == 0.0 and rec.after_backward):
+            # no gradient at all, or cleared between backward() and step(): TL108's finding
             s.run, s.run_start = 0, None
             return
         if s.ref_norm is None:

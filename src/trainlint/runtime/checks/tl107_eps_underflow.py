@@ -59,13 +59,13 @@ class EpsUnderflow(Check):
         for opt, gi, eps, dt, n, ngroups, epoch in self.found:
             dname = str(dt).replace("torch.", "")
             group = f" (param group {gi})" if ngroups > 1 else ""
-            msg = (f"{opt.cls} eps={eps:g} is 0 in {dname}{group}, the dtype of {n} of its parameters and its "
+            msg = (f"{opt.title} eps={eps:g} is 0 in {dname}{group}, the dtype of {n} of its parameters and its "
                    f"state (the smallest positive {dname} is {fmt(smallest_positive(dt))}): the update divides "
                    f"by sqrt(v) + 0, and v underflows to 0 for small gradients, so the step becomes Inf/NaN; "
                    f"keep fp32 master weights (autocast + GradScaler) or use an eps {dname} can hold (e.g. 1e-4)")
             evidence = {"optimizer": opt.label, "eps": eps, "dtype": dname, "eps_in_dtype": 0.0,
                         "smallest_positive": smallest_positive(dt), "parameters": n, "param_group": gi}
-            out.append(self.diagnostic(msg, opt.site, 1, epoch, evidence))
+            out.append(self.diagnostic(msg, opt.site, 0, epoch, evidence))
         return out
 
 

@@ -1,0 +1,86 @@
+"""TL017 forward-called-directly: `model.forward(x)` instead of `model(x)`.
+
+`nn.Module.__call__` runs the forward pre-hooks and hooks, and registers the backward hooks, around
+`forward`. Calling `forward` directly skips all of them: DistributedDataParallel's gradient-sync
+preparation, pruning, quantisation and weight-norm reparametrisations, `torch.compile` guards, and
+the hooks of tools such as trainlint's own runtime mode.
+
+Reported when the receiver is, in this file, a torch module (`analysis/modules.py`,
+`is_torch_module_value`): an instance of a local nn.Module class or of a `torch.nn` layer, a
+torchvision/timm/hub/`from_pretrained` model, a DDP wrapper, a parameter annotated `nn.Module`, or a
+model the file trains. Inside the methods of an nn.Module (`self.backbone.forward(x)`) it is a warning:
+common, and only the submodule's own hooks are skipped. `super().forward(...)`, `Base.forward(self, ...)`,
+`self.forward(...)` and `module.forward` passed as a callable (checkpointing) are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import libcst as cst
+
+from trainlint.analysis.graph import backward_target
+from trainlint.analysis.index import method_name, receiver
+from trainlint.analysis.modes import trained_models
+from trainlint.analysis.modules import enclosing_method, is_torch_module_value, module_classes
+from trainlint.context import RuleContext
+
+CODE = "TL017"
+PREFILTER = ((".forward(",),)
+
+_TEST_FILE = re.compile(r"(^|/)(tests?|testing)/|(^|/)test_[^/]*\.py$|_test\.py$|conftest\.py$")
+
+
+def check(ctx: RuleContext) -> None:
+    if _TEST_FILE.search(ctx.filename.replace(os.sep, "/")):
+        return  # tests call forward on purpose (shape checks of a bare forward)
+    index = ctx.index
+    trained = None
+    classes = module_classes(index)
+    trains = any(backward_target(index, c) is not None for c in index.calls)
+    for call in index.calls:
+        if method_name(call) != "forward":
+            continue
+        recv = receiver(call)
+        if not isinstance(recv, (cst.Name, cst.Attribute)):
+            continue  # super().forward(...), factory().forward(...)
+        if isinstance(recv, cst.Name) and (recv.value in ("self", "cls") or recv.value[:1].isupper()):
+            continue  # self.forward(...) from another method; Base.forward(self, ...)
+        if isinstance(recv, cst.Attribute) and recv.attr.value[:1].isupper():
+            continue  # nn.Module.forward(self, x), module.Base.forward(self, x)
+        scope = index.scope.get(call)
+        if not is_torch_module_value(index, recv, scope):
+            if trained is None:
+                trained = trained_models(index)
+            last = recv.attr.value if isinstance(recv, cst.Attribute) else recv.value
+            if last not in trained or (isinstance(recv, cst.Attribute) and not _self_attr(recv)):
+                continue
+        if not trains and _under_main_guard(index, call):
+            continue  # a smoke test at the bottom of a model file: no hooks to skip
+        method = enclosing_method(index, call)
+        inside_module = method is not None and classes.is_module(index.cls_of.get(method))
+        text = index.code(recv).strip()
+        ctx.report(
+            call,
+            f"`{text}.forward(...)` skips the module's hooks (DDP, pruning, quantisation, profilers); call "
+            f"`{text}(...)` instead.",
+            # training code: hooks (DDP, trainlint run) matter; elsewhere only the module's own hooks
+            severity="warning" if inside_module or not trains else None,
+            fix=ctx.fix("unsafe", f"Call `{text}(...)`", ctx.replace(call.func, index.code(recv).strip()))
+            if "\n" not in index.code(recv) else None,
+        )
+
+
+def _under_main_guard(index, node) -> bool:
+    cur = index.parent.get(node)
+    while cur is not None:
+        if isinstance(cur, cst.If) and isinstance(cur.test, cst.Comparison) and \
+                isinstance(cur.test.left, cst.Name) and cur.test.left.value == "__name__":
+            return True
+        cur = index.parent.get(cur)
+    return False
+
+
+def _self_attr(expr: cst.Attribute) -> bool:
+    return isinstance(expr.value, cst.Name) and expr.value.value == "self"

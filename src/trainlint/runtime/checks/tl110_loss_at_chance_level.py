@@ -1,0 +1,94 @@
+"""TL110 loss-at-chance-level: a cross-entropy loss over C classes that sits at ln C, the loss of an
+uninformed (uniform) prediction, for many steps without improving: the model predicts no better than
+guessing (the usual end of a learning rate far too high: the loss explodes, the units die, the output
+becomes constant).
+
+Only losses that are the output of `F.cross_entropy`/`F.nll_loss` (`nn.CrossEntropyLoss`, `NLLLoss`)
+over class scores are judged (the monitor records C with them). Over the last `chance-steps` losses of
+one backward() line: the median within `chance-tolerance` of ln C, and the second half not lower than
+the first by more than 5%. The window is judged every 5 losses (three sorts of at most `chance-steps`
+numbers), so the check costs about a microsecond per loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Deque, Dict, Optional
+
+from trainlint.runtime.checks.base import Check, fmt, median, when
+from trainlint.runtime.records import LossRecord
+
+_IMPROVING = 0.95
+_STRIDE = 5  # the window is judged every this many losses
+
+
+class _Series:
+    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen")
+
+    def __init__(self, size: int) -> None:
+        self.recent: Deque[LossRecord] = deque(maxlen=size)
+        self.classes = 0
+        self.found: Optional[LossRecord] = None
+        self.found_median = 0.0
+        self.run = 0  # consecutive losses in a stalled stretch (window included)
+        self.best_run = 0
+        self.start: Optional[LossRecord] = None
+        self.seen = 0
+
+
+class LossAtChanceLevel(Check):
+    code = "TL110"
+
+    def __init__(self, ctx, settings):
+        super().__init__(ctx, settings)
+        self.tol = float(settings["chance-tolerance"])
+        self.size = int(settings["chance-steps"])
+        self.series: Dict[Any, _Series] = {}
+
+    def on_loss(self, rec: LossRecord) -> None:
+        if rec.classes is None or not math.isfinite(rec.value):
+            return
+        s = self.series.get(rec.site)
+        if s is None:
+            s = self.series[rec.site] = _Series(self.size)
+        if s.classes != rec.classes:
+            s.recent.clear()
+            s.run = 0
+            s.classes = rec.classes
+        s.recent.append(rec)
+        s.seen += 1
+        if len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
+            return
+        chance = math.log(rec.classes)
+        values = [r.value for r in s.recent]
+        med = median(values)
+        half = self.size // 2
+        improving = median(values[half:]) < _IMPROVING * median(values[:half])
+        if abs(med - chance) <= self.tol * chance and not improving:
+            if s.run == 0:
+                s.start, s.run = s.recent[0], self.size
+            else:
+                s.run += _STRIDE
+            if s.found is None or s.found is s.start:
+                s.found, s.found_median, s.best_run = s.start, med, s.run
+        else:
+            s.run = 0
+
+    def diagnostics(self):
+        out = []
+        for site, s in self.series.items():
+            r = s.found
+            if r is None:
+                continue
+            chance = math.log(s.classes)
+            msg = (f"the cross-entropy loss has sat at chance level from {when(r.step, r.epoch)} for "
+                   f"{s.best_run} consecutive losses: median {fmt(s.found_median)}, within "
+                   f"{fmt(100 * self.tol)}% of ln {s.classes} = {fmt(chance)}, the loss of a uniform guess "
+                   f"over {s.classes} classes, and not improving: the model predicts no better than chance "
+                   f"(a learning rate too high that killed the units, see TL109; labels that do not match the "
+                   f"inputs; a frozen or detached model?)")
+            evidence = {"median_loss": s.found_median, "chance_loss": chance, "classes": s.classes,
+                        "consecutive_losses": s.best_run, "tolerance": self.tol}
+            out.append(self.diagnostic(msg, site, r.step, r.epoch, evidence))
+        return out

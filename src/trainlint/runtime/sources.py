@@ -1,0 +1,264 @@
+"""Event sources: everything the runtime mode attaches to torch, and nothing else.
+
+Each source turns one thing torch does into one call on a sink (the `Monitor`), with no judgement:
+- a global module forward hook (`register_module_forward_hook`)  -> sink.forward(module, inputs, output)
+  (installed and removed on the sink's request: `want_forward(bool)`);
+- global optimizer step pre/post hooks                           -> sink.pre_step(opt, closure),
+                                                                    sink.post_step(opt)
+- wrappers on `torch.Tensor.backward` and `torch.autograd.backward` -> sink.backward_start(loss, implicit),
+                                                                    sink.backward_end()
+- wrappers on `DataLoader.__iter__` and `_BaseDataLoaderIter.__next__` -> sink.loader_iter(loader, it),
+                                                                    sink.batch(it, batch)
+- a wrapper on `torch.amp.GradScaler.scale`                      -> sink.scaled(scaled, unscaled)
+- a wrapper on `torch.nn.utils.clip_grad_norm_`                  -> sink.clipped(total_norm)
+- wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
+  them)                                                            -> sink.classified(loss, scores)
+
+Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
+in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
+every patched attribute and removes every hook (idempotent).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+
+
+class Sources:
+    def __init__(self, sink: Any):
+        self.sink = sink
+        self._tls = threading.local()
+        self._patches: List[Tuple[Any, str, Any, bool, Any]] = []
+        self._handles: List[Any] = []
+        self._fwd_handle = None
+
+    # ------------------------------------------------------------------ attach / detach
+    def attach(self) -> None:
+        from torch.optim import optimizer as optim_mod
+        from torch.utils.data import dataloader as dl
+
+        try:
+            self._handles.append(optim_mod.register_optimizer_step_pre_hook(self._hook_pre_step))
+            self._handles.append(optim_mod.register_optimizer_step_post_hook(self._hook_post_step))
+            self.want_forward(True)
+            self._patch(torch.Tensor, "backward", self._wrap_tensor_backward)
+            self._patch(torch.autograd, "backward", self._wrap_autograd_backward)
+            self._patch(dl.DataLoader, "__iter__", self._wrap_loader_iter)
+            self._patch(dl._BaseDataLoaderIter, "__next__", self._wrap_iter_next)
+            scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+            if scaler is not None and hasattr(scaler, "scale"):
+                self._patch(scaler, "scale", self._wrap_scaler_scale)
+            import torch.nn.utils as nn_utils
+
+            clip_mod = getattr(nn_utils, "clip_grad", None)
+            for owner in (nn_utils, clip_mod):
+                if owner is not None and callable(getattr(owner, "clip_grad_norm_", None)):
+                    self._patch(owner, "clip_grad_norm_", self._wrap_clip)
+            import torch.nn.functional as F
+
+            for name in ("cross_entropy", "nll_loss"):
+                if callable(getattr(F, name, None)):
+                    self._patch(F, name, self._wrap_classification_loss)
+        except BaseException:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.want_forward(False)
+        for owner, name, orig, owned, wrapper in reversed(self._patches):
+            current = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+            if current is not wrapper:
+                continue  # someone patched over us: leave theirs (ours passes through once closed)
+            if owned:
+                setattr(owner, name, orig)
+            else:
+                delattr(owner, name)
+        self._patches.clear()
+
+    def _patch(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        owned = name in owner.__dict__ if isinstance(owner, type) else True
+        orig = owner.__dict__[name] if (isinstance(owner, type) and owned) else getattr(owner, name)
+        wrapper = make(getattr(owner, name))
+        setattr(owner, name, wrapper)
+        self._patches.append((owner, name, orig, owned, wrapper))
+
+    # ------------------------------------------------------------------ forward hook
+    @property
+    def forward_installed(self) -> bool:
+        return self._fwd_handle is not None
+
+    def want_forward(self, on: bool) -> None:
+        if on and self._fwd_handle is None:
+            from torch.nn.modules import module as module_mod
+
+            self._fwd_handle = module_mod.register_module_forward_hook(self.sink.forward)
+        elif not on and self._fwd_handle is not None:
+            self._fwd_handle.remove()
+            self._fwd_handle = None
+
+    # ------------------------------------------------------------------ optimizer hooks
+    def _hook_pre_step(self, opt, args, kwargs) -> None:
+        sink = self.sink
+        if sink.closed:
+            return None
+        closure = args[0] if args else kwargs.get("closure")
+        try:
+            sink.pre_step(opt, closure is not None)
+        except Exception as exc:
+            sink.internal(exc)
+        return None
+
+    def _hook_post_step(self, opt, args, kwargs) -> None:
+        sink = self.sink
+        if sink.closed:
+            return
+        try:
+            sink.post_step(opt)
+        except Exception as exc:
+            sink.internal(exc)
+
+    # ------------------------------------------------------------------ backward
+    def _wrap_tensor_backward(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def backward(self, gradient=None, *args, **kwargs):
+            tls = src._tls
+            if src.sink.closed or getattr(tls, "depth", 0):
+                return orig(self, gradient, *args, **kwargs)
+            tls.depth = 1
+            try:
+                src._start(self, gradient is None)
+                return orig(self, gradient, *args, **kwargs)
+            finally:
+                tls.depth = 0
+                src._end()
+
+        return backward
+
+    def _wrap_autograd_backward(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def backward(tensors, grad_tensors=None, *args, **kwargs):
+            tls = src._tls
+            if src.sink.closed or getattr(tls, "depth", 0):
+                return orig(tensors, grad_tensors, *args, **kwargs)
+            tls.depth = 1
+            try:
+                loss = tensors
+                if isinstance(tensors, (list, tuple)):
+                    loss = tensors[0] if len(tensors) == 1 else None
+                    if isinstance(grad_tensors, (list, tuple)) and all(g is None for g in grad_tensors):
+                        grad_tensors_given = False
+                    else:
+                        grad_tensors_given = grad_tensors is not None
+                else:
+                    grad_tensors_given = grad_tensors is not None
+                src._start(loss if isinstance(loss, torch.Tensor) else None, not grad_tensors_given)
+                return orig(tensors, grad_tensors, *args, **kwargs)
+            finally:
+                tls.depth = 0
+                src._end()
+
+        return backward
+
+    def _start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
+        sink = self.sink
+        if sink.closed:
+            return
+        try:
+            sink.backward_start(tensor, implicit)
+        except Exception as exc:  # pragma: no cover - defensive
+            sink.internal(exc)
+
+    def _end(self) -> None:
+        sink = self.sink
+        if sink.closed:
+            return
+        try:
+            sink.backward_end()
+        except Exception as exc:  # pragma: no cover - defensive
+            sink.internal(exc)
+
+    # ------------------------------------------------------------------ data loading
+    def _wrap_loader_iter(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def __iter__(loader):
+            it = orig(loader)
+            if not src.sink.closed:
+                try:
+                    src.sink.loader_iter(loader, it)
+                except Exception as exc:  # pragma: no cover - defensive
+                    src.sink.internal(exc)
+            return it
+
+        return __iter__
+
+    def _wrap_iter_next(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def __next__(it):
+            if src.sink.closed:
+                return orig(it)
+            batch = orig(it)
+            try:
+                src.sink.batch(it, batch)
+            except Exception as exc:  # pragma: no cover - defensive
+                src.sink.internal(exc)
+            return batch
+
+        return __next__
+
+    # ------------------------------------------------------------------ AMP, clipping
+    def _wrap_scaler_scale(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def scale(self, outputs):
+            out = orig(self, outputs)
+            if not src.sink.closed and isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor):
+                src.sink.scaled(out, outputs)
+            return out
+
+        return scale
+
+    def _wrap_clip(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def clip_grad_norm_(*args, **kwargs):
+            total = orig(*args, **kwargs)
+            if not src.sink.closed and isinstance(total, torch.Tensor):
+                try:
+                    src.sink.clipped(total)
+                except Exception as exc:  # pragma: no cover - defensive
+                    src.sink.internal(exc)
+            return total
+
+        return clip_grad_norm_
+
+    def _wrap_classification_loss(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def loss_fn(input, target, *args, **kwargs):
+            out = orig(input, target, *args, **kwargs)
+            if not src.sink.closed and isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor):
+                try:
+                    src.sink.classified(out, input)
+                except Exception as exc:  # pragma: no cover - defensive
+                    src.sink.internal(exc)
+            return out
+
+        return loss_fn

@@ -1,0 +1,88 @@
+"""The device-to-host transfer: pending device values are copied in one block per device at a flush.
+
+Nothing here runs between flushes: losses and per-parameter gradient norms are kept on their device
+as 0-dim tensors by the monitor and read here every `every` optimizer steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List
+
+import torch
+
+from trainlint.runtime.records import LossRecord, StepRecord
+from trainlint.runtime.tensors import foreach_norms, grouped, nonfinite
+
+
+def fetch_losses(losses: List[LossRecord]) -> None:
+    by_device: Dict[Any, List[LossRecord]] = {}
+    for r in losses:
+        if r.tensor is not None:
+            by_device.setdefault(r.tensor.device, []).append(r)
+    for recs in by_device.values():
+        values = torch.stack([r.tensor for r in recs]).float().cpu().tolist()
+        for r, v in zip(recs, values):
+            r.value = v
+            r.tensor = None
+
+
+def fetch_norms(steps: List[StepRecord]) -> None:
+    by_device: Dict[Any, List[torch.Tensor]] = {}
+    for r in steps:
+        for dev, norms in r.vecs:
+            by_device.setdefault(dev, []).extend(norms)
+    host: Dict[Any, List[float]] = {}
+    for dev, norms in by_device.items():
+        host[dev] = torch.stack(norms).float().cpu().tolist()
+    offsets = {dev: 0 for dev in host}
+    isfinite = math.isfinite
+    for r in steps:
+        if len(r.vecs) == 1:
+            dev, norms = r.vecs[0]
+            o = offsets[dev]
+            values = host[dev][o:o + len(norms)]
+            offsets[dev] = o + len(norms)
+        else:
+            values = []
+            for dev, norms in r.vecs:
+                o = offsets[dev]
+                values.extend(host[dev][o:o + len(norms)])
+                offsets[dev] = o + len(norms)
+        r.vecs = []
+        total = math.fsum(x * x for x in values)
+        r.total = math.sqrt(total) if isfinite(total) else total
+        if not isfinite(r.total):
+            r.bad = [p for p, x in zip(r.params, values) if not isfinite(x)]
+            if not r.bad:  # a finite but huge gradient whose square overflowed
+                r.total = math.inf
+    _fetch_clip(steps)
+
+
+def _fetch_clip(steps: List[StepRecord]) -> None:
+    """The norms `clip_grad_norm_` returned (before clipping), where a step had one."""
+    recs = [r for r in steps if isinstance(r.clip, torch.Tensor)]
+    by_device: Dict[Any, List[StepRecord]] = {}
+    for r in recs:
+        by_device.setdefault(r.clip.device, []).append(r)
+    for group in by_device.values():
+        values = torch.stack([r.clip.reshape(()).float() for r in group]).cpu().tolist()
+        for r, v in zip(group, values):
+            r.clip = v
+
+
+def nonfinite_params(params: List[Any]) -> List[Any]:
+    """The parameters among `params` holding NaN/Inf (one fused norm pass, then a check of the few
+    whose norm was not finite)."""
+    params = [p for p in params if p.layout == torch.strided and (p.is_floating_point() or p.is_complex())]
+    if not params:
+        return []
+    tensors = [p.detach() for p in params]
+    ordered: List[Any] = []
+    vecs: List[torch.Tensor] = []
+    for ps, ts in grouped(params, tensors):
+        vecs.append(torch.stack(foreach_norms(ts)))
+        ordered.extend(ps)
+    values = torch.cat([v.to("cpu") for v in vecs]).tolist() if len(vecs) > 1 else vecs[0].cpu().tolist()
+    bad = [p for p, x in zip(ordered, values) if not math.isfinite(x)]
+    return [p for p in bad if nonfinite(p.detach())]  # not just a norm that overflowed

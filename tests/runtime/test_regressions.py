@@ -1,0 +1,212 @@
+"""Runtime mode v2 (issue 16): each item of "Wrong today" and each new check, on a real tiny CPU run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import runtime_scenarios as S  # noqa: E402
+from conftest import codes  # noqa: E402
+
+from trainlint.runtime import watch  # noqa: E402
+from trainlint.runtime.checks.base import fmt  # noqa: E402
+
+
+def watched(fn, *args, **kwargs):
+    with watch(config=False) as w:
+        fn(*args, **kwargs)
+    return w.findings
+
+
+def only(diags, code):
+    found = [d for d in diags if d.code == code]
+    assert len(found) == 1, [(d.code, d.message) for d in diags]
+    return found[0]
+
+
+def show(diags):
+    return [(d.code, d.message) for d in diags]
+
+
+# ------------------------------------------------------------------ healthy runs stay silent
+HEALTHY = [
+    (S.healthy, {}),
+    (S.classifier_short_batch, {}),  # item 1: a 3-sample last batch with a near-zero loss
+    (S.dice_fixed, {}),  # item 2: gradient norm rises ~20x from a small start as learning starts
+    (S.full_batch_adam, {}),  # item 2: full-batch Adam near convergence, norm 0.02 -> 0.4
+    (S.classifier, {}),
+    (S.classifier, {"clip": 1.0}),  # clipping
+    (S.accumulation, {"steps": 6, "accumulate": 4}),
+    (S.gan, {}),
+    (S.autocast_bf16, {}),
+    (S.warmup_from_zero, {}),
+    (S.frozen_layers, {}),
+    (S.lbfgs, {}),
+    (S.bf16_adam, {}),
+]
+
+
+@pytest.mark.parametrize("fn,kw", HEALTHY, ids=[f"{f.__name__}{'-' + '-'.join(map(str, k.values())) if k else ''}"
+                                                for f, k in HEALTHY])
+def test_healthy_runs_are_silent(fn, kw):
+    diags = watched(fn, **kw)
+    assert diags == [], show(diags)
+
+
+# ------------------------------------------------------------------ item 1: TL104 judges spikes, not dips
+def test_tl104_ignores_a_short_batch_whose_loss_dips():
+    with watch(config=False) as w:
+        S.classifier_short_batch(epochs=8)
+    assert "TL104" not in codes(w.findings)
+    check = [c for c in w.monitor.checks if c.code == "TL104"][0]
+    results = [r for rs in check.results.values() for r in rs]
+    assert results and any(r.factor < 0.5 for r in results)  # the dips the old check counted
+
+
+def test_tl104_message_shows_the_numbers_it_judged():
+    d = only(watched(S.short_batch_double_division, epochs=4), "TL104")
+    ev = d.runtime["evidence"]
+    assert ev["median_spike_factor"] >= ev["threshold"] == 2.0
+    assert f"{fmt(ev['median_spike_factor'])}x the median loss" in d.message
+    assert "threshold 2x" in d.message and "below" not in d.message
+
+
+# ------------------------------------------------------------------ item 2: TL105 needs a worse loss or a large norm
+def test_tl105_says_why_the_spike_is_an_explosion():
+    d = only(watched(S.lr_spike), "TL105")
+    ev = d.runtime["evidence"]
+    assert ev["reason"] in ("loss", "norm")
+    if ev["reason"] == "loss":
+        assert ev["loss_after"] >= 1.5 * ev["loss_before"] and "the loss got worse" in d.message
+    else:
+        assert ev["grad_norm"] >= 100 and "a norm that large" in d.message
+
+
+def test_tl105_not_reported_when_the_loss_keeps_falling():
+    with watch(config=False) as w:
+        S.dice_fixed()
+    check = [c for c in w.monitor.checks if c.code == "TL105"][0]
+    h = w.monitor.history
+    steps, norms = next(iter(h.norms.values()))
+    assert max(norms[20:60]) > 10 * min(norms[:20])  # the rise the old check reported
+    assert all(s.first is None for s in check.states.values())
+
+
+# ------------------------------------------------------------------ item 3: a learning rate far too high
+def test_tl109_loss_explodes_in_the_first_steps_without_nan():
+    diags = watched(S.lr_too_high)
+    d = only(diags, "TL109")
+    ev = d.runtime["evidence"]
+    assert d.runtime["step"] <= 3  # watched from the first step
+    assert ev["factor"] >= 10 and math.isfinite(ev["peak_loss"])
+    assert "TL101" not in codes(diags)
+
+
+def test_tl110_loss_sits_at_chance_level():
+    d = only(watched(S.lr_too_high), "TL110")
+    ev = d.runtime["evidence"]
+    assert ev["classes"] == 10 and ev["chance_loss"] == pytest.approx(math.log(10), rel=1e-5)
+    assert abs(ev["median_loss"] - math.log(10)) <= 0.1 * math.log(10)
+    assert ev["consecutive_losses"] >= 100
+    assert "ln 10 = 2.3" in d.message
+    line = S.__file__ and open(S.__file__).read().splitlines()[d.location.row - 1]
+    assert line.strip() == "loss.backward()"
+
+
+def test_tl110_not_reported_for_a_sane_learning_rate_or_without_cross_entropy():
+    assert watched(S.lr_too_high, lr=1e-2) == []
+    assert "TL110" not in codes(watched(S.healthy))  # MSE: no number of classes
+
+
+# ------------------------------------------------------------------ item 4: zero_grad() between backward() and step()
+@pytest.mark.parametrize("set_to_none,reason", [(True, "set-to-none-after-backward"),
+                                                (False, "zeroed-after-backward")])
+def test_tl108_zero_grad_between_backward_and_step(set_to_none, reason):
+    diags = watched(S.zero_grad_before_step, steps=20, set_to_none=set_to_none)
+    d = only(diags, "TL108")
+    ev = d.runtime["evidence"]
+    assert ev["reason"] == reason and ev["steps_without_update"] >= 19
+    assert "zero_grad" in d.message and "after `loss.backward()`" in d.message
+    assert codes(diags) == ["TL108"]  # not TL103 (nothing accumulated), not TL106 (nothing computed)
+    assert d.runtime["confirms"] == "TL001"
+
+
+def test_tl108_optimizer_whose_parameters_never_get_a_gradient():
+    d = only(watched(S.detached_output), "TL108")
+    assert d.runtime["evidence"]["reason"] == "no-gradients"
+    assert "`opt` (SGD)" in d.message and d.runtime["step"] == 0
+
+
+def test_tl103_still_reports_uncleared_gradients_that_are_clipped():
+    torch.manual_seed(0)
+    model = S._mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    with watch(config=False) as w:
+        for _ in range(8):
+            model(torch.randn(16, 8)).pow(2).mean().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # in place, but not a clear
+            opt.step()
+    d = only(w.findings, "TL103")
+    assert "clipping or scaling" in d.message
+
+
+# ------------------------------------------------------------------ item 5: closures and clipping
+def test_closure_step_reads_the_gradients_of_that_step():
+    diags = watched(S.closure_nan_gradient, steps=8, bad_step=4)
+    d = only(diags, "TL102")
+    assert d.runtime["step"] == 4  # the step whose closure produced the NaN gradient, not the next one
+    assert "the loss itself was finite" in d.message
+
+
+def test_clipping_does_not_hide_an_explosion():
+    diags = watched(S.clipped_lr_spike)
+    d = only(diags, "TL105")
+    ev = d.runtime["evidence"]
+    assert ev["clipped_norm"] <= 1.0 + 1e-4 < ev["grad_norm"]
+    assert d.runtime["step"] >= 30 and "before clipping" in d.message
+
+
+# ------------------------------------------------------------------ item 6: TL101 points at an earlier cause
+def test_tl101_after_a_divergence_points_at_it():
+    diags = watched(S.diverge_to_nan)
+    d = only(diags, "TL101")
+    ev = d.runtime["evidence"]
+    assert ev["explained_by"] in ("TL105", "TL109") and ev["explained_by_step"] < d.runtime["step"]
+    assert f"it follows {ev['explained_by']}" in d.message
+    assert "log of 0" not in d.message
+
+
+def test_tl101_without_an_earlier_cause_keeps_its_own_diagnosis():
+    d = only(watched(S.log_underflow, steps=10, bad_step=6), "TL101")
+    assert "explained_by" not in d.runtime["evidence"] and "it follows" not in d.message
+
+
+# ------------------------------------------------------------------ item 8: names and numbering
+def test_optimizers_and_models_are_named_by_their_variables():
+    d = only(watched(S.gan_not_cleared), "TL103")
+    assert d.message.startswith("`optimizerD` (Adam).step() at step 1 (the 2nd optimizer step)")
+    assert d.runtime["evidence"]["optimizer"] == "optimizerD"
+    assert all(n.startswith("netD.") for n in d.runtime["evidence"]["parameters_checked"])
+
+
+def test_two_models_of_one_class_get_distinct_parameter_names():
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)]  # no variable of their own
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    with watch(config=False) as w:
+        for step in range(6):
+            for m, o in zip(models, opts):
+                o.zero_grad()
+                x = torch.randn(8, 4)
+                if step == 4 and m is models[1]:
+                    x[0, 0] = float("inf")
+                m(x).pow(2).mean().backward()
+                o.step()
+    names = set()
+    mon = w.monitor
+    for m in models:
+        names.update(mon.param_name(p) for p in m.parameters())
+    assert len(names) == 4, names
