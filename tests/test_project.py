@@ -260,3 +260,9 @@ def test_unresolvable_imports_and_broken_modules_are_silent(tmp_path):
         "train.py": TRAIN.format(model="Broken", extra=""),
     })
     assert codes_at(tmp_path / "train.py", ["TL004"]) == []
+
+
+def test_the_example_project_shows_findings_from_other_modules():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = codes_at(os.path.join(repo, "examples", "project", "train.py"))
+    assert [c for c, _ in found] == ["TL003", "TL004"]

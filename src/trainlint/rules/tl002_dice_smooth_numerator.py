@@ -63,8 +63,9 @@ def check(ctx: RuleContext) -> None:
             ctx.report(
                 div,
                 f"`{code}` is added to both the numerator and the denominator of this Dice/Tversky/IoU "
-                "ratio, which can make training collapse (the loss jumps and gradients go to zero). "
-                f"Add `{code}` to the denominator only",
+                "ratio: an empty target with an empty prediction then scores a perfect 1, so predicting "
+                "nothing is rewarded (worst for per-sample Dice on data with many empty targets); add "
+                f"`{code}` to the denominator only",
                 fix=_fix(ctx, num_node, term),
             )
             break
