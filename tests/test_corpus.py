@@ -106,7 +106,7 @@ def test_snippet_corpus(tmp_path):
     assert n >= 50, n
     result = corpus_check(["--force-parse", root], timeout=300)
     _assert_clean(result)
-    examples = len([f for f in os.listdir(os.path.join(REPO, "examples")) if f.endswith(".py")])
+    examples = sum(1 for _, _, files in os.walk(os.path.join(REPO, "examples")) for f in files if f.endswith(".py"))
     assert result["files"] == 2 * n + examples
     assert result["parsed"] >= result["files"] - result["tl000_per_reason"].get("syntax error", 0)
     assert set(result["findings_per_code"]) >= {"TL001", "TL002", "TL003", "TL004", "TL005"}

@@ -1,4 +1,8 @@
-"""Per-file result cache: content hash + trainlint version + effective settings -> findings."""
+"""Per-file result cache: content hash + trainlint version + effective settings -> findings.
+
+An entry also records the other project files whose facts the lint used (`LintResult.deps`, path ->
+digest): it is a hit only while each of them is unchanged, so editing `models/net.py` re-lints the
+`train.py` that asked about the model defined there, and nothing else."""
 
 from __future__ import annotations
 
@@ -56,19 +60,26 @@ class Cache:
             with open(os.path.join(self.dir, key[:2], key), "r", encoding="utf-8") as fh:
                 data = json.load(fh)
             diags = [Diagnostic.from_json(d) for d in data["diagnostics"]]
+            deps = dict(data.get("deps", {}))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged entry: a miss
             return None
+        if deps:
+            from trainlint.analysis.project import digest_of
+
+            if any(digest_of(p) != d for p, d in deps.items()):
+                return None  # a module it used has changed
         for d in diags:
             d.filename = job.path
         job._cache_key = key
-        return LintResult(job.path, diags, parsed=data.get("parsed", False))
+        return LintResult(job.path, diags, parsed=data.get("parsed", False), deps=deps)
 
     def put(self, job, result) -> None:
         key = getattr(job, "_cache_key", None) or self._key(job)
         if key is None:
             return
         payload = json.dumps(
-            {"parsed": result.parsed, "diagnostics": [d.to_json() for d in result.diagnostics]}
+            {"parsed": result.parsed, "diagnostics": [d.to_json() for d in result.diagnostics],
+             "deps": getattr(result, "deps", {}) or {}}
         ).encode()
         try:
             sub = os.path.join(self.dir, key[:2])

@@ -22,6 +22,7 @@ class LintResult:
     new_text: Optional[str] = None  # the fixed text, when fixes were applied
     old_text: Optional[str] = None  # the text before fixes (for --diff)
     diff: Optional[str] = None  # a ready-made diff (notebooks: per cell)
+    deps: Dict[str, str] = field(default_factory=dict)  # other project files read for facts -> digest
 
 
 def file_error(filename: str, message: str, row: int = 1, column: int = 1) -> Diagnostic:
@@ -142,11 +143,17 @@ def lint_text(
         return result
     result.parsed = True
 
+    import os
+
     from trainlint.analysis.index import ModuleIndex
+    from trainlint.analysis.project import Project
     from trainlint.context import RuleContext
 
+    project = Project.for_file(filename)
+    if project is not None:
+        project.begin()
     try:
-        index = ModuleIndex(module, text)
+        index = ModuleIndex(module, text, path=os.path.abspath(filename) if project else None, project=project)
     except RecursionError:
         result.diagnostics.append(file_error(filename, "code is nested too deeply to analyse"))
         return result
@@ -172,6 +179,8 @@ def lint_text(
                     "https://github.com/trainlint/trainlint/issues with the file if you can",
                 )
             )
+    if project is not None:
+        result.deps = project.end()
     diags = filter_suppressed(text, ctx.diagnostics)
     diags.sort(key=Diagnostic.sort_key)
     result.diagnostics = diags

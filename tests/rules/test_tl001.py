@@ -118,6 +118,46 @@ BAD = {
             except RuntimeError:
                 continue
     """,
+    "accumulation_cleared_every_micro_batch": """
+        for step, (x, y) in enumerate(train_loader):
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x), y)
+            (loss / grad_accum_steps).backward()
+            if step % grad_accum_steps == 0:
+                if scaler is not None:
+                    scaler.step(optimizer)  # expect: TL001
+                    scaler.update()
+                else:
+                    optimizer.step()  # expect: TL001
+    """,
+    "accumulation_cleared_after_the_conditional_step": """
+        for i, batch in enumerate(loader):
+            loss = model(**batch).loss / accum
+            loss.backward()
+            if (i + 1) % accum == 0:
+                opt.step()  # expect: TL001
+            opt.zero_grad()
+    """,
+    "lightning_manual_accumulation_cleared_each_batch": """
+        import pytorch_lightning as pl
+
+        class VAE(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                g_opt, d_opt = self.optimizers()
+                loss = self.loss(self(batch), batch)
+                g_opt.zero_grad()
+                self.manual_backward(loss)
+                if (batch_idx + 1) % self.accumulate_grad_batches == 0:
+                    g_opt.step()  # expect: TL001
+    """,
+    "accelerate_module_zero_grad_inside_accumulate": """
+        for batch in dataloader:
+            with accelerator.accumulate(policy):
+                loss = compute_loss(policy, batch)
+                accelerator.backward(loss)
+                optimizer.step()  # expect: TL001
+                policy.zero_grad(set_to_none=True)
+    """,
 }
 
 GOOD = {
@@ -295,6 +335,43 @@ GOOD = {
         for epoch in range(10):
             optimizer.step()
     """,
+    "accumulation_cleared_after_the_step": """
+        for step, (x, y) in enumerate(train_loader):
+            loss = criterion(model(x), y) / accum
+            loss.backward()
+            if (step + 1) % accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """,
+    "periodic_step_with_its_own_backward": """
+        for i, (x, y) in enumerate(loader):
+            optimizer.zero_grad()
+            if i % 2 == 0:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+    """,
+    "accelerate_optimizer_zero_grad_inside_accumulate": """
+        for batch in dataloader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+    """,
+    "lightning_manual_optimisation_done_right": """
+        import pytorch_lightning as pl
+
+        class GAN(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                opt = self.optimizers()
+                loss = self.loss(self(batch), batch)
+                self.manual_backward(loss / 4)
+                if (batch_idx + 1) % 4 == 0:
+                    opt.step()
+                    opt.zero_grad()
+    """,
 }
 
 
@@ -342,9 +419,23 @@ def test_fix_moves_misplaced_zero_grad_before_backward():
     )
 
 
-@pytest.mark.parametrize("name", [n for n in BAD if n != "cleared_between_backward_and_step"])
+# Broken accumulation has no automatic fix: where the clear belongs depends on the intended accumulation.
+NO_FIX = {"cleared_between_backward_and_step", "accumulation_cleared_every_micro_batch",
+          "accumulation_cleared_after_the_conditional_step", "lightning_manual_accumulation_cleared_each_batch",
+          "accelerate_module_zero_grad_inside_accumulate"}
+
+
+@pytest.mark.parametrize("name", [n for n in BAD if n not in NO_FIX])
 def test_every_fix_round_trips(name):
     assert_fix_roundtrip(BAD[name], C)
+
+
+@pytest.mark.parametrize("name", sorted(NO_FIX - {"cleared_between_backward_and_step"}))
+def test_broken_accumulation_is_reported_without_a_fix(name):
+    from helpers import lint
+
+    diags = lint(BAD[name], C)
+    assert diags and all(d.fix is None for d in diags)
 
 
 def test_fix_is_unsafe_and_not_applied_by_default():

@@ -99,6 +99,18 @@ BAD = {
             denominator = (w * (pred + target).sum(0)).sum()
             return 1 - 2 * (numerator + eps) / (denominator + eps)  # expect: TL002
     """,
+    "split_over_locals_with_torch_sum": """
+        import torch
+
+        def dice_loss_with_logits(pred, target, smooth=0.001):
+            pred = torch.sigmoid(pred).view(pred.size(0), -1)
+            target = target.view(target.size(0), -1)
+            a = torch.sum(pred * target, 1) + smooth
+            b = torch.sum(pred * pred, 1) + smooth
+            c = torch.sum(target * target, 1) + smooth
+            d = (2 * a) / (b + c)  # expect: TL002
+            return 1 - d
+    """,
 }
 
 GOOD = {
@@ -146,6 +158,16 @@ GOOD = {
     "common_term_is_the_overlap": """
         def iou(tp, fp, fn):
             return tp / (tp + fp + fn)
+    """,
+    "split_over_locals_smooth_only_below": """
+        import torch
+
+        def dice_loss_with_logits(pred, target, smooth=0.001):
+            a = torch.sum(pred * target, 1)
+            b = torch.sum(pred * pred, 1) + smooth
+            c = torch.sum(target * target, 1) + smooth
+            d = (2 * a) / (b + c)
+            return 1 - d
     """,
 }
 

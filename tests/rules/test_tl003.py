@@ -93,6 +93,60 @@ BAD = {
 
         model.compile("adam", loss=normalised_loss)
     """,
+    "legacy_size_average_then_divided_by_unpacked_batch": """
+        import torch.nn as nn
+
+        class SegmentationLosses(object):
+            def __init__(self, weight=None, size_average=True, batch_average=True, cuda=False):
+                self.weight = weight
+                self.size_average = size_average
+                self.batch_average = batch_average
+                self.cuda = cuda
+
+            def CrossEntropyLoss(self, logit, target):
+                n, c, h, w = logit.size()
+                criterion = nn.CrossEntropyLoss(weight=self.weight, size_average=self.size_average)
+                if self.cuda:
+                    criterion = criterion.cuda()
+                loss = criterion(logit, target.long())
+                if self.batch_average:
+                    loss /= n  # expect: TL003
+                return loss
+    """,
+    "focal_term_of_a_mean_divided_by_the_batch": """
+        import torch
+        import torch.nn as nn
+
+        def focal_loss(logit, target, gamma=2, alpha=0.5):
+            n, c, h, w = logit.shape
+            criterion = nn.CrossEntropyLoss()
+            logpt = -criterion(logit, target)
+            pt = torch.exp(logpt)
+            if alpha is not None:
+                logpt *= alpha
+            loss = -((1 - pt) ** gamma) * logpt
+            loss /= n  # expect: TL003
+            return loss
+    """,
+    "side_output_losses_summed_then_divided": """
+        import torch
+
+        def weighted_bce(pred, target):
+            b, c, h, w = target.shape
+            return torch.sum(F.binary_cross_entropy_with_logits(pred, target, reduction="none")) / b
+
+        def train_one_epoch(loader, model, criterion, optimizer):
+            for images, labels in loader:
+                preds_list = model(images)
+                loss = sum([criterion(preds, labels) for preds in preds_list])
+                loss /= images.shape[0]  # expect: TL003
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+        def main():
+            train_one_epoch(loader, model, weighted_bce, optimizer)
+    """,
 }
 
 GOOD = {
@@ -151,6 +205,53 @@ GOOD = {
     "mean_over_dim_not_batch": """
         def f(pred, target):
             return ((pred - target) ** 2).mean(dim=1) / pred.size(0)
+    """,
+    "legacy_size_average_false_is_a_sum": """
+        import torch.nn as nn
+
+        def seg_loss(logit, target):
+            n, c, h, w = logit.size()
+            criterion = nn.CrossEntropyLoss(size_average=False)
+            loss = criterion(logit, target)
+            loss /= n
+            return loss
+    """,
+    "division_guarded_by_the_reduction_flag": """
+        import torch.nn as nn
+
+        class SegmentationLosses(object):
+            def __init__(self, size_average=True, batch_average=True):
+                self.size_average = size_average
+                self.batch_average = batch_average
+
+            def CrossEntropyLoss(self, logit, target):
+                n, c, h, w = logit.size()
+                criterion = nn.CrossEntropyLoss(size_average=self.size_average)
+                loss = criterion(logit, target.long())
+                if self.batch_average and not self.size_average:
+                    loss /= n
+                return loss
+    """,
+    "per_image_sum_divided_once": """
+        import torch
+
+        def weighted_bce(pred, target):
+            return torch.sum(F.binary_cross_entropy_with_logits(pred, target, reduction="none"))
+
+        def train_one_epoch(loader, model, criterion, optimizer):
+            for images, labels in loader:
+                loss = sum([criterion(p, labels) for p in model(images)]) / images.shape[0]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+        def main():
+            train_one_epoch(loader, model, weighted_bce, optimizer)
+    """,
+    "mean_of_a_mean_over_accumulation_steps": """
+        def step(criterion, x, y, train_iter_size):
+            loss = criterion(x, y) / train_iter_size
+            return loss
     """,
 }
 

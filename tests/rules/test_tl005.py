@@ -62,6 +62,22 @@ BAD = {
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.NAdam(params)  # expect: TL005
     """,
+    "fabric_true_half_precision_by_default": """
+        import lightning as L
+        import torch
+
+        def setup(precision=None, tpu=False):
+            if precision is None:
+                precision = "32-true" if tpu else "16-true"
+            fabric = L.Fabric(devices=1, precision=precision)
+            fabric.launch(main)
+
+        def main(fabric):
+            model = GPT(config)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=3e-3)  # expect: TL005
+            model, optimizer = fabric.setup(model, optimizer)
+    """,
 }
 
 GOOD = {
@@ -117,6 +133,28 @@ GOOD = {
         from mylib import Adam
         model = Net().half()
         optimizer = Adam(model.parameters())
+    """,
+    "fabric_mixed_precision_keeps_fp32_weights": """
+        import lightning as L
+        import torch
+
+        def setup(precision="bf16-mixed"):
+            fabric = L.Fabric(devices=1, precision=precision)
+            fabric.launch(main)
+
+        def main(fabric):
+            model = GPT(config)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+            model, optimizer = fabric.setup(model, optimizer)
+    """,
+    "fabric_true_half_with_a_representable_eps": """
+        import lightning as L
+        import torch
+
+        fabric = L.Fabric(precision="16-true")
+        model = GPT(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, eps=1e-4)
+        model, optimizer = fabric.setup(model, optimizer)
     """,
 }
 

@@ -89,8 +89,9 @@ class Resolver:
             q = self.index.callee(expr) or ""
             last = q.rsplit(".", 1)[-1]
             if m in ("sum", "mean") or last in ("sum", "reduce_sum", "mean", "reduce_mean", "einsum", "dot"):
-                inner = expr.func.value if m in ("sum", "mean") and isinstance(expr.func, cst.Attribute) else (
-                    expr.args[0].value if expr.args else None)
+                module_function = q.split(".")[0] in ("torch", "tensorflow", "tf", "numpy", "np", "K", "keras", "jax")
+                inner = expr.func.value if m in ("sum", "mean") and isinstance(expr.func, cst.Attribute) \
+                    and not module_function else (expr.args[0].value if expr.args else None)
                 if last == "einsum":
                     return True
                 return inner is not None and self.is_overlap(inner, depth + 1)
@@ -116,19 +117,136 @@ def is_smoothing_term(expr: cst.BaseExpression) -> bool:
     return False
 
 
-def reduction_of(index: ModuleIndex, call: cst.Call, default: str = "mean") -> Optional[str]:
-    """The `reduction=` of a loss call/constructor: a string, `default` when absent, None when unknown."""
+def reduction_of(index: ModuleIndex, call: cst.Call, default: str = "mean", scope: Scope = None) -> Optional[str]:
+    """The reduction of a loss call/constructor: `reduction=` (a string, followed through names), or the
+    legacy `size_average=`/`reduce=` flags (True/False, followed through `self.x` and parameter defaults);
+    `default` when none is given; None when unknown."""
     arg = call_arg(call, "reduction")
     if arg is None:
         if any(a.star for a in call.args):
             return None
-        for kw in ("size_average", "reduce"):
-            a = call_arg(call, kw)
-            if a is not None:
-                if isinstance(a.value, cst.Name) and a.value.value == "False":
-                    return "sum" if kw == "size_average" else "none"
+        reduce = call_arg(call, "reduce")
+        size_average = call_arg(call, "size_average")
+        if reduce is not None:
+            v = literal_value(index, reduce.value, scope)
+            if v is False:
+                return "none"
+            if v is not True and v is not None:
                 return None
+        if size_average is not None:
+            v = literal_value(index, size_average.value, scope)
+            if v is True or v is None:  # None: the legacy default, a mean
+                return "mean"
+            if v is False:
+                return "sum"
+            return None
         return default
-    if isinstance(arg.value, cst.SimpleString):
-        return arg.value.evaluated_value if isinstance(arg.value.evaluated_value, str) else None
-    return None
+    v = literal_value(index, arg.value, scope)
+    return v if isinstance(v, str) else None
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()
+
+
+def literal_value(index: ModuleIndex, expr: Optional[cst.BaseExpression], scope: Scope, depth: int = 0,
+                  defaults: bool = True):
+    """The Python value of a literal (number, string, True/False/None), followed through names, module
+    constants, `self.x` set in `__init__` and (with `defaults`) parameter defaults; UNKNOWN otherwise."""
+    if expr is None or depth > 5:
+        return UNKNOWN
+    if isinstance(expr, (cst.Integer, cst.Float)) or (
+            isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus)):
+        v = number_value(expr)
+        return UNKNOWN if v is None else v
+    if isinstance(expr, cst.SimpleString):
+        v = expr.evaluated_value
+        return v if isinstance(v, str) else UNKNOWN
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[expr.value]
+    if isinstance(expr, (cst.Name, cst.Attribute)):
+        v, sc = index.resolve(expr, scope)
+        if v is not expr:
+            return literal_value(index, v, sc, depth + 1, defaults)
+        if defaults and isinstance(expr, cst.Name) and not index.values_of(expr.value, scope) \
+                and index.is_param(expr.value, scope):
+            return literal_value(index, index.param_default(expr.value, scope), index.scope.get(scope), depth + 1)
+    return UNKNOWN
+
+
+def returns_of(index: ModuleIndex, fn: cst.FunctionDef) -> List[cst.Return]:
+    """The `return <value>` statements of `fn` itself (not of nested functions)."""
+    def compute():
+        from trainlint.analysis.walk import walk
+
+        out = []
+        for node, _ in walk(fn.body):
+            if isinstance(node, cst.Return) and node.value is not None and index.scope.get(node) is fn:
+                out.append(node)
+        return out
+
+    return index.cached(("returns", id(fn)), compute)
+
+
+def calls_by_name(index: ModuleIndex):
+    """Every call of the module keyed by the last name of what it calls (`f(...)`, `self.f(...)`)."""
+    def compute():
+        out = {}
+        for call in index.calls:
+            func = call.func
+            name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else None
+            if name:
+                out.setdefault(name, []).append(call)
+        return out
+
+    return index.cached("calls_by_name", compute)
+
+
+def param_values(index: ModuleIndex, name: str, fn: Scope):
+    """[(value, scope)] that parameter `name` of `fn` receives: the arguments of the module's calls of
+    `fn` (`f(...)`, or `self.f(...)` for a method), and its default where a call leaves it out."""
+    if not isinstance(fn, cst.FunctionDef):
+        return []
+    params = [*fn.params.posonly_params, *fn.params.params]
+    is_method = index._owner_class(fn) is not None
+    if is_method:
+        params = params[1:]
+    positions = {p.name.value: i for i, p in enumerate(params)}
+    default = index.param_default(name, fn)
+    out = []
+    owner = index._owner_class(fn) if is_method else None
+    if owner is not None and fn.name.value == "__init__":  # Net(...) calls Net.__init__
+        for call in calls_by_name(index).get(owner.name.value, []):
+            arg = call_arg(call, name, positions.get(name))
+            if arg is None:
+                if any(a.star for a in call.args):
+                    return []
+                if default is not None:
+                    out.append((default, index.scope.get(fn)))
+                continue
+            out.append((arg.value, index.scope.get(call)))
+        if not out and default is not None:
+            out.append((default, index.scope.get(fn)))
+        return out
+    for call in calls_by_name(index).get(fn.name.value, []):
+        func = call.func
+        if is_method and not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+                              and func.value.value == "self" and index.cls_of.get(call) is index.cls_of.get(fn)):
+            continue
+        if not is_method and not isinstance(func, cst.Name):
+            continue
+        arg = call_arg(call, name, positions.get(name))
+        if arg is None:
+            if any(a.star for a in call.args):
+                return []  # passed through *args/**kwargs: unknown
+            if default is not None:
+                out.append((default, index.scope.get(fn)))
+            continue
+        out.append((arg.value, index.scope.get(call)))
+    if not out and default is not None:
+        out.append((default, index.scope.get(fn)))
+    return out

@@ -43,9 +43,11 @@ class ModuleIndex:
     - `calls`, `divisions`, `loops`: every node of that kind, in source order.
     """
 
-    def __init__(self, module: cst.Module, source: str = "") -> None:
+    def __init__(self, module: cst.Module, source: str = "", path: Optional[str] = None, project=None) -> None:
         self.module = module
         self.source = source
+        self.path = path  # the file on disk, when there is one (project-wide lookups start from it)
+        self.project = project  # trainlint.analysis.project.Project, or None (a snippet, stdin)
         self.imports = Imports()
         self.parent: Dict[cst.CSTNode, Optional[cst.CSTNode]] = {}
         self.scope: Dict[cst.CSTNode, Scope] = {}
@@ -59,6 +61,7 @@ class ModuleIndex:
         self.calls: List[cst.Call] = []
         self.divisions: List[cst.CSTNode] = []  # BinaryOperation(/) and AugAssign(/=)
         self.loops: List[Loop] = []
+        self.synthetic: set = set()  # nodes the index built (tuple unpacking), not part of the tree
         self._cache: Dict[str, object] = {}
         self._callees: Dict[cst.Call, Optional[str]] = {}
         self._build()
@@ -148,6 +151,13 @@ class ModuleIndex:
             if len(target.elements) == len(value.elements):
                 for t, v in zip(target.elements, value.elements):
                     self._bind(t.value, v.value, scope)
+        elif isinstance(target, (cst.Tuple, cst.List)) and not any(
+                isinstance(e, cst.StarredElement) for e in target.elements):
+            # `n, c, h, w = logits.size()`: each name gets `value[i]` (a node built here, never reported)
+            for i, t in enumerate(target.elements):
+                item = cst.Subscript(value, [cst.SubscriptElement(cst.Index(cst.Integer(str(i))))])
+                self.synthetic.add(item)
+                self._bind(t.value, item, scope)
 
     # -- queries -------------------------------------------------------------------------------
     def cached(self, key: str, compute):
@@ -196,23 +206,77 @@ class ModuleIndex:
 
     def resolve_value(self, expr: cst.BaseExpression, scope: Scope, depth: int = 3) -> cst.BaseExpression:
         """Follow `x` to its single assigned value (and `self.x` to its single value in the module)."""
+        return self.resolve(expr, scope, depth)[0]
+
+    def resolve(self, expr: cst.BaseExpression, scope: Scope, depth: int = 3) -> Tuple[cst.BaseExpression, Scope]:
+        """Like `resolve_value`, also giving the scope the value was written in (`self.x = x` in
+        `__init__` is read in `__init__`'s scope). Rebinding through a method that returns the object
+        itself (`criterion = criterion.cuda()`, `model = model.to(device)`) is looked through."""
         seen = 0
         while seen < depth:
             seen += 1
             if isinstance(expr, cst.Name):
-                vals = self.values_of(expr.value, scope)
+                vals = _drop_rebinds(self.values_of(expr.value, scope), expr.value)
                 if len(vals) != 1:
-                    return expr
+                    return expr, scope
                 expr = vals[0]
+                if scope is not None and expr not in self.synthetic and self.scope.get(expr, scope) is not scope:
+                    scope = self.scope.get(expr)  # found at module level
             elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
-                vals = self.attr_assigns.get(expr.attr.value, [])
+                vals = self.attr_values(expr.attr.value, scope)
+                vals = _drop_rebinds(vals, "self." + expr.attr.value)
                 if len(vals) != 1:
-                    return expr
+                    return expr, scope
                 expr = vals[0]
+                scope = self.scope.get(expr, scope) if expr not in self.synthetic else scope
             else:
-                return expr
-        return expr
+                return expr, scope
+        return expr, scope
 
+    def attr_values(self, attr: str, scope: Scope) -> List[cst.BaseExpression]:
+        """Values assigned to `self.<attr>`: those of the class that `scope` belongs to, when it has any."""
+        vals = self.attr_assigns.get(attr, [])
+        klass = self.cls_of.get(scope) if scope is not None else None
+        if klass is not None and len(vals) > 1:
+            own = [v for v in vals if self.cls_of.get(v) is klass]
+            if own:
+                return own
+        return vals
+
+    def param_default(self, name: str, scope: Scope) -> Optional[cst.BaseExpression]:
+        """The default value of parameter `name` of the function `scope`, if it has one."""
+        if not isinstance(scope, cst.FunctionDef):
+            return None
+        p = scope.params
+        for param in (*p.posonly_params, *p.params, *p.kwonly_params):
+            if param.name.value == name:
+                return param.default
+        return None
+
+    def is_param(self, name: str, scope: Scope) -> bool:
+        if not isinstance(scope, (cst.FunctionDef, cst.Lambda)):
+            return False
+        p = scope.params
+        return any(param.name.value == name for param in (*p.posonly_params, *p.params, *p.kwonly_params))
+
+
+
+# Methods that return the object they are called on (modules, losses, tensors): `x = x.cuda()` keeps x.
+SELF_RETURNING = {"cuda", "cpu", "to", "train", "eval", "requires_grad_", "float", "double", "half",
+                  "bfloat16", "share_memory", "to_empty"}
+
+
+def _drop_rebinds(vals: List[cst.BaseExpression], name: str) -> List[cst.BaseExpression]:
+    """Values of `name` less those that only rebind it to itself (`x = x.cuda()`), when the first is kept."""
+    if len(vals) < 2:
+        return vals
+    kept = [vals[0]]
+    for v in vals[1:]:
+        if isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and v.func.attr.value in SELF_RETURNING \
+                and dotted(v.func.value) == name and v.func.attr.value not in ("half", "float", "double", "bfloat16"):
+            continue
+        kept.append(v)
+    return kept
 
 
 def call_arg(call: cst.Call, keyword: str, position: Optional[int] = None) -> Optional[cst.Arg]:

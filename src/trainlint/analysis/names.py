@@ -3,6 +3,10 @@
 `import torch.optim as optim` makes `optim.Adam` resolve to `torch.optim.Adam`; `from torch.optim
 import Adam as A` makes `A` resolve to `torch.optim.Adam`. Names that no import binds resolve to
 themselves (builtins, locals), so callers can still match `len` or `self.criterion`.
+
+Relative imports keep their dots: `from .losses import DiceLoss` makes `DiceLoss` resolve to
+`.losses.DiceLoss` and `from .. import models` makes `models` resolve to `..models`; the project index
+(`analysis/project.py`) turns them into files.
 """
 
 from __future__ import annotations
@@ -45,9 +49,9 @@ class Imports:
                     head = full.split(".")[0]
                     self.aliases[head] = head
         elif isinstance(node, cst.ImportFrom):
-            if node.relative:
-                return
             mod = _module_name(node.module)
+            if node.relative:
+                mod = "." * len(node.relative) + mod
             if isinstance(node.names, cst.ImportStar):
                 self.star_modules.append(mod)
                 return
@@ -56,7 +60,12 @@ class Imports:
                 local = name
                 if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                     local = alias.asname.name.value
-                self.aliases[local] = f"{mod}.{name}" if mod else name
+                if not mod:
+                    self.aliases[local] = name
+                elif mod.endswith("."):  # `from . import x`, `from .. import x`
+                    self.aliases[local] = mod + name
+                else:
+                    self.aliases[local] = f"{mod}.{name}"
 
     def qualify(self, expr: cst.BaseExpression) -> Optional[str]:
         """The qualified dotted name of `expr`, or None when it is not a Name/Attribute chain."""

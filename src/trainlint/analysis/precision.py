@@ -132,3 +132,60 @@ def params_model(index: ModuleIndex, expr, scope: Scope, depth: int = 0) -> Opti
             if recv is not None:
                 return index.code(recv).strip()
     return None
+
+
+def possible_strings(index: ModuleIndex, expr, scope: Scope, depth: int = 0) -> set:
+    """The string values an expression can take: literals, both arms of `a if c else b`, every value
+    assigned to a name, and a parameter's default."""
+    if expr is None or depth > 4:
+        return set()
+    if isinstance(expr, cst.SimpleString):
+        v = expr.evaluated_value
+        return {v} if isinstance(v, str) else set()
+    if isinstance(expr, cst.IfExp):
+        return possible_strings(index, expr.body, scope, depth + 1) | possible_strings(index, expr.orelse, scope, depth + 1)
+    if isinstance(expr, cst.Name):
+        out = set()
+        for v in index.values_of(expr.value, scope):
+            out |= possible_strings(index, v, scope, depth + 1)
+        if index.is_param(expr.value, scope):
+            out |= possible_strings(index, index.param_default(expr.value, scope), scope, depth + 1)
+        return out
+    return set()
+
+
+def fabric_half_precision(index: ModuleIndex):
+    """The Lightning Fabric constructions of the module whose `precision` can be a "true" float16
+    setting ("16-true", "half"): Fabric then converts the model's parameters themselves to float16, and an
+    optimizer it sets up runs on them. [(call, precision string)]"""
+    from trainlint.analysis.library import FABRIC_FP16_PARAMS
+
+    def compute():
+        out = []
+        for call in index.calls:
+            q = index.callee(call) or ""
+            if q.rsplit(".", 1)[-1] != "Fabric" or not q.startswith(("lightning", "L.", "lightning_fabric")):
+                continue
+            arg = call_arg(call, "precision")
+            if arg is None:
+                continue
+            half = possible_strings(index, arg.value, index.scope.get(call)) & FABRIC_FP16_PARAMS
+            if half:
+                out.append((call, sorted(half)[0]))
+        return out
+
+    return index.cached("precision.fabric-half", compute)
+
+
+def set_up_by_fabric(index: ModuleIndex, optimizer_call: cst.Call) -> bool:
+    """Is the optimizer built by this call handed to `fabric.setup(...)`/`setup_optimizers(...)`?"""
+    p = index.parent.get(optimizer_call)
+    if not (isinstance(p, cst.Assign) and len(p.targets) == 1 and isinstance(p.targets[0].target, cst.Name)):
+        return False
+    name = p.targets[0].target.value
+    scope = index.scope.get(optimizer_call)
+    for call in index.calls:
+        if method_name(call) in ("setup", "setup_optimizers") and index.scope.get(call) is scope:
+            if any(isinstance(a.value, cst.Name) and a.value.value == name for a in call.args):
+                return True
+    return False

@@ -14,6 +14,12 @@ Calls of functions and methods defined in the same module are followed (up to a 
 their parameters renamed to the caller's arguments, so `train_step(model, opt)` is seen through.
 Paths of nested loops are their body taken zero or one time. A module with too many paths is skipped
 (silence, not a guess).
+
+Besides `for`/`while` loops, a Lightning `training_step` method is a loop body too: the framework calls
+it once per batch, so with manual optimisation (`opt.step()` in the method) its paths repeat like a loop's.
+
+`LoopFacts.conditions` maps each `if` of the body (by its tag id) to its test, so that rules can ask
+what a branch depends on (`step % accum == 0` is a periodic condition: gradient accumulation).
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ class LoopFacts:
     paths: List[Path]
     # (If-node id, branch index) -> paths of that branch alone
     branches: Dict[Tag, List[Path]]
+    # If-node id -> the `if` test
+    conditions: Dict[int, cst.BaseExpression] = field(default_factory=dict)
 
     @property
     def events(self):
@@ -108,6 +116,15 @@ class LoopFacts:
     @property
     def is_training_loop(self) -> bool:
         return bool(self.step_keys()) and self.has_backward()
+
+    def periodic_condition(self, event: Event) -> Optional[cst.BaseExpression]:
+        """The test of an enclosing `if` that holds only every k-th iteration (`i % k == 0`,
+        `accelerator.sync_gradients`), the form of gradient accumulation; None if there is none."""
+        for node_id, branch in event.tags:
+            test = self.conditions.get(node_id)
+            if test is not None and branch == 0 and is_periodic_test(test):
+                return test
+        return None
 
 
 def _seq(a: List[Path], b: List[Path]) -> List[Path]:
@@ -145,15 +162,20 @@ class TrainingAnalysis:
             self._local_defs.setdefault(sc, {})[fn.name.value] = fn
         self._loop_facts: Dict[cst.CSTNode, Optional[LoopFacts]] = {}
         self._branches: Dict[Tag, List[Path]] = {}
+        self._conditions: Dict[int, cst.BaseExpression] = {}
 
     # -- public ----------------------------------------------------------------------------
     def loops(self) -> List[LoopFacts]:
         out = []
-        for loop in self.index.loops:
+        for loop in [*self.index.loops, *self._step_methods()]:
             f = self.facts(loop)
             if f is not None:
                 out.append(f)
         return out
+
+    def _step_methods(self) -> List[cst.FunctionDef]:
+        """Lightning `training_step` methods: the framework's loop calls them once per batch."""
+        return [fn for (cls, name), fn in self.index.methods.items() if name == "training_step"]
 
     def facts(self, loop) -> Optional[LoopFacts]:
         if loop in self._loop_facts:
@@ -161,12 +183,16 @@ class TrainingAnalysis:
         self._loop_facts[loop] = None  # guards recursion
         scope = self.index.scope.get(loop)
         ctx = Ctx(scope=scope, klass=self.index.cls_of.get(loop))
+        if isinstance(loop, cst.FunctionDef):  # a training_step: its body is the loop body
+            scope = loop
+            ctx = Ctx(scope=loop, klass=self.index.cls_of.get(loop), stack=(loop,))
         self._branches = {}
+        self._conditions = {}
         try:
             paths = self._loop_body_paths(loop, ctx)
         except (TooComplex, RecursionError):
             return None
-        facts = LoopFacts(loop, scope, paths, dict(self._branches))
+        facts = LoopFacts(loop, scope, paths, dict(self._branches), dict(self._conditions))
         self._loop_facts[loop] = facts
         return facts
 
@@ -237,6 +263,7 @@ class TrainingAnalysis:
         test = self._expr_paths(stmt.test, ctx)
         tag_body = (id(stmt), 0)
         tag_else = (id(stmt), 1)
+        self._conditions[id(stmt)] = stmt.test
         body = self._block(stmt.body, ctx.child(tags=ctx.tags | {tag_body}))
         self._branches[tag_body] = body
         else_ctx = ctx.child(tags=ctx.tags | {tag_else})
@@ -438,6 +465,20 @@ class TrainingAnalysis:
 _BUILTINS = {"len", "range", "enumerate", "zip", "print", "float", "int", "str", "isinstance", "list",
              "dict", "tuple", "sum", "min", "max", "abs", "iter", "next", "sorted", "round", "getattr",
              "setattr", "hasattr", "super", "format", "repr", "any", "all", "map", "filter", "tqdm"}
+
+
+def is_periodic_test(test: cst.BaseExpression) -> bool:
+    """`step % k == 0`, `(i + 1) % accum_steps == 0`, `accelerator.sync_gradients`, `is_accumulation_step`."""
+    from trainlint.analysis.walk import walk
+
+    for node, _ in walk(test):
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
+            return True
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            name = node.attr.value if isinstance(node, cst.Attribute) else node.value
+            if name == "sync_gradients" or "accum" in name.lower():
+                return True
+    return False
 
 
 def _mark_inner(e: Event) -> Event:

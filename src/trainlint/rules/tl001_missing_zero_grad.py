@@ -9,9 +9,13 @@ The rule reads the paths of every training loop (see `analysis/training.py`) and
 optimizer's step() call:
   1. the loop steps an optimizer but nothing in the loop clears its gradients;
   2. one branch of an `if` clears and steps while another branch steps without clearing;
-  3. `opt.zero_grad()` runs after backward() and before the step() of the same optimizer.
-A path that skips a clear for any other reason (clears and steps under different conditions, as in
-gradient accumulation) is left alone: the rule cannot tell intent from a bug there.
+  3. `opt.zero_grad()` runs after backward() and before the step() of the same optimizer;
+  4. broken gradient accumulation: the step runs only every k-th iteration (`if i % k == 0`) while
+     `opt.zero_grad()` runs on every iteration, so each micro-batch's gradients are cleared before a
+     step uses them; or, inside `accelerator.accumulate(...)`, a module's `zero_grad()` (which
+     Accelerate does not skip, unlike the prepared optimizer's) clears every micro-step.
+A path that skips a clear for any other reason (clears and steps under different conditions that are not
+periodic) is left alone: the rule cannot tell intent from a bug there.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def _steps(facts: LoopFacts, key: str) -> List[Event]:
 
 
 def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set[cst.CSTNode]) -> None:
+    _check_accumulation(ctx, facts, key, reported)
     steps = [e for e in _steps(facts, key) if not e.accumulate]
     if not steps:
         return
@@ -110,6 +115,42 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
                         fix=_move_fix(ctx, c, backward, key),
                     )
                     break
+
+
+def _check_accumulation(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set[cst.CSTNode]) -> None:
+    """4. Gradient accumulation whose micro-batch gradients are cleared before the step."""
+    events = [e for e in facts.events if not e.inner]
+    every_time = [e for e in events if e.kind == "C" and e.key == key and not e.tags and not e.accumulate]
+    for s in _steps(facts, key):
+        if s.node in reported:
+            continue
+        if s.accumulate:  # Accelerate skips the prepared optimizer's step and zero_grad off sync steps
+            module_clears = [e for e in events if e.kind == "C*" and e.accumulate and e.tags <= s.tags
+                             and isinstance(e.node, cst.Call)]
+            if module_clears and any(b.kind == "B" and b.accumulate for b in events):
+                c = module_clears[0]
+                reported.add(s.node)
+                ctx.report(
+                    s.node,
+                    f"`{_text(ctx, c)}` clears the module's gradients on every micro-step inside "
+                    f"`accelerator.accumulate(...)`, which only skips the prepared optimizer's zero_grad(): "
+                    f"`{_text(ctx, s)}` sees the last micro-batch only. Call `{key}.zero_grad()` instead",
+                )
+            continue
+        test = facts.periodic_condition(s)
+        if test is None or not every_time:
+            continue
+        tag = next(t for t in s.tags if facts.conditions.get(t[0]) is test)
+        if not any(b.kind == "B" and tag not in b.tags for b in events):
+            continue  # backward runs under the same condition: no micro-batches
+        c = every_time[0]
+        reported.add(s.node)
+        ctx.report(
+            s.node,
+            f"`{_text(ctx, s)}` runs only when `{ctx.index.code(test).strip()}`, but `{_text(ctx, c)}` (line "
+            f"{ctx.range(c.node)[0].row}) runs on every iteration: the accumulated micro-batch gradients are "
+            f"cleared before the step, which sees the last micro-batch only. Clear right after the step",
+        )
 
 
 def _text(ctx: RuleContext, e: Event) -> str:

@@ -47,10 +47,10 @@ def check(ctx: RuleContext) -> None:
         if not _reaches_a_loss(index, div):
             continue
         num_terms = additive_terms(num_node, added_only=True)
-        den_terms = additive_terms(den_node)
+        den_terms = _expanded(additive_terms(den_node), res)
         if len(num_terms) < 2 or len(den_terms) < 2:
             continue
-        den_codes = {index.code(t).strip() for t in additive_terms(den_node, added_only=True)}
+        den_codes = {index.code(t).strip() for t in _expanded(additive_terms(den_node, added_only=True), res, True)}
         for term in num_terms:
             code = index.code(term).strip()
             if code not in den_codes or not is_smoothing_term(term):
@@ -63,8 +63,9 @@ def check(ctx: RuleContext) -> None:
             ctx.report(
                 div,
                 f"`{code}` is added to both the numerator and the denominator of this Dice/Tversky/IoU "
-                "ratio, which can make training collapse (the loss jumps and gradients go to zero). "
-                f"Add `{code}` to the denominator only",
+                "ratio: an empty target with an empty prediction then scores a perfect 1, so predicting "
+                "nothing is rewarded (worst for per-sample Dice on data with many empty targets); add "
+                f"`{code}` to the denominator only",
                 fix=_fix(ctx, num_node, term),
             )
             break
@@ -134,6 +135,20 @@ def _reaches_a_loss(index, div: cst.CSTNode) -> bool:
                     and arg.value.value in metric_like:
                 return True
     return False
+
+
+def _expanded(terms, res: Resolver, added_only: bool = False):
+    """Terms with local names that hold sums replaced by their own terms (`b = sp + s; c = st + s;
+    2 * a / (b + c)`)."""
+    out = []
+    for t in terms:
+        if isinstance(t, (cst.Name, cst.Attribute)):
+            v = res.value(t)
+            if v is not t and is_sum(v):
+                out.extend(additive_terms(v, added_only))
+                continue
+        out.append(t)
+    return out
 
 
 def _owner_sum(expr: cst.BaseExpression, res: Resolver) -> Optional[cst.BaseExpression]:

@@ -21,7 +21,7 @@ import libcst as cst
 
 from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, call_arg, method_name
-from trainlint.analysis.losses import Losses, loader_batch_sizes
+from trainlint.analysis.losses import Losses, branches_on_reduction, loader_batch_sizes
 from trainlint.context import RuleContext
 
 CODE = "TL003"
@@ -29,12 +29,12 @@ PREFILTER = (
     ("/", "* (1", "*(1"),
     re.compile(r"loss|Loss|\bmean\(|\.mean\(|reduce_mean|reduce_sum|K\.sum|K\.mean"),
 )
-_BATCH_WORDS = r"size\(0\)|shape\[0\]|\blen\(|compile\("
+_BATCH_WORDS = r"size\(0\)|shape\[0\]|\blen\(|compile\(|\.size\(\s*\)|\.shape\b"
 
 
 def prefilter(text: str, options) -> bool:
-    """A batch size must appear: `x.size(0)`, `x.shape[0]`, `len(`, a configured batch-size name, or a
-    Keras `compile(` (whose loss functions are checked)."""
+    """A batch size must appear: `x.size(0)`, `x.shape[0]`, `len(`, `n, c, h, w = x.size()` (or
+    `.shape`), a configured batch-size name, or a Keras `compile(` (whose loss functions are checked)."""
     names = options.get("batch-size-names", ["batch_size", "bs", "bsz"])
     words = "|".join([_BATCH_WORDS] + [re.escape(n) for n in names])
     return re.search(words, text) is not None
@@ -61,6 +61,8 @@ def double_reductions(index: ModuleIndex, names: List[str], sizes=()):
     found = []
     for node in index.divisions:
         scope = index.scope.get(node)
+        if branches_on_reduction(index, node):
+            continue
         losses = Losses(index, scope, names)
         if isinstance(node, cst.BinaryOperation):
             value, denom = node.left, node.right
@@ -110,6 +112,9 @@ def _fix(ctx: RuleContext, node, value):
     if isinstance(node, cst.AugAssign):
         line = index.parent.get(node)
         if isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1:
+            block = index.parent.get(line)
+            if isinstance(block, cst.IndentedBlock) and len(block.body) == 1:  # the only statement of its block
+                return ctx.fix("unsafe", "Remove the second division by the batch size", ctx.replace(node, "pass"))
             return ctx.fix("unsafe", "Remove the second division by the batch size", ctx.delete_statement_line(line))
         return None
     return ctx.fix("unsafe", "Remove the second division by the batch size",

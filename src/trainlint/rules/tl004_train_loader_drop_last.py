@@ -22,12 +22,13 @@ import libcst as cst
 from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, call_arg, method_name, receiver
 from trainlint.analysis.losses import Losses
+from trainlint.analysis.batches import dataloader_call, guards_remainder_of_one, trained_model_batchnorm
 from trainlint.analysis.training import training_analysis
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
 
 CODE = "TL004"
-PREFILTER = (("DataLoader",), ("backward",))
+PREFILTER = (("DataLoader",),)
 
 _EVAL = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
 _TRAIN = re.compile(r"train", re.IGNORECASE)
@@ -39,14 +40,11 @@ def check(ctx: RuleContext) -> None:
     names = ctx.options.get("TL003", {}).get("batch-size-names", names)
     analysis = training_analysis(index)
     for call in index.calls:
-        q = index.callee(call) or ""
-        if not (q == "DataLoader" or q.endswith(".DataLoader")):
+        loader = dataloader_call(index, call)
+        if loader is None or loader.drops or loader.batch_sampler:
             continue
-        if any(a.star for a in call.args):
-            continue  # drop_last may come from **kwargs
-        drop = call_arg(call, "drop_last", 7)
-        if drop is not None and not (isinstance(drop.value, cst.Name) and drop.value.value == "False"):
-            continue
+        if loader.batch_size == 1:
+            continue  # a batch of one every time: no short last batch
         label = _label(index, call)
         loops = _loops_iterating(index, label, index.scope.get(call)) if label else []
         if loops:
@@ -56,27 +54,55 @@ def check(ctx: RuleContext) -> None:
         else:
             if label and _EVAL.search(label):
                 continue
-            if not (label and _TRAIN.search(label)) and not _shuffles(call):
+            if not (label and _TRAIN.search(label)) and not loader.shuffles:
                 continue
             training = [f.loop for f in analysis.loops() if f.has_backward()]
         if _divisible(index, call):
             continue
         reason = None
         for lp in training:
-            reason = _batch_dependence(index, analysis, lp, names, _batch_size_literal(call))
+            reason = _batch_dependence(index, analysis, lp, names, loader.batch_size)
             if reason:
                 break
-        if not reason:
+        fix = _fix(ctx, call, loader.drop_arg) if loader.fixable else None
+        if reason:
+            where, why = reason
+            ctx.report(
+                call,
+                f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch (no "
+                f"drop_last=True) while the loss backpropagated at line {ctx.range(where)[0].row} {why}: that "
+                "batch's loss has a different scale, a spike once per epoch. Pass drop_last=True, or make the "
+                "loss independent of the batch size",
+                fix=fix,
+            )
             continue
-        where, why = reason
-        ctx.report(
-            call,
-            f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch (no "
-            f"drop_last=True) while the loss backpropagated at line {ctx.range(where)[0].row} {why}: that "
-            "batch's loss has a different scale, a spike once per epoch. Pass drop_last=True, or make the "
-            "loss independent of the batch size",
-            fix=_fix(ctx, call, drop),
-        )
+        if loader.subclass_handles or guards_remainder_of_one(index, call):
+            continue
+        layer = trained_model_batchnorm(index, analysis, training)
+        if layer is not None:
+            desc, path, line = layer
+            where = f" ({_where(ctx, path, line)})" if path else ""
+            ctx.report(
+                call,
+                f"training DataLoader{f' `{label}`' if label else ''} keeps the last batch (no drop_last=True) "
+                f"while the model applies {desc}{where}: when len(dataset) % batch_size == 1 that batch has "
+                "one sample and BatchNorm raises 'Expected more than 1 value per channel when training'",
+                fix=fix,
+                severity="warning",
+            )
+
+
+def _where(ctx: RuleContext, path: str, line: int) -> str:
+    import os
+
+    here = os.path.dirname(os.path.abspath(ctx.filename))
+    try:
+        rel = os.path.relpath(path, here)
+    except ValueError:
+        rel = path
+    if os.path.abspath(path) == os.path.abspath(ctx.filename):
+        return f"line {line}"
+    return f"{rel}:{line}" if line else rel
 
 
 def _label(index: ModuleIndex, call: cst.Call) -> Optional[str]:

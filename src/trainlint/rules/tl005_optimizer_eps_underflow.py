@@ -19,7 +19,7 @@ import libcst as cst
 from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import call_arg
 from trainlint.analysis.optim import ADAPTIVE_OPTIMIZERS
-from trainlint.analysis.precision import model_dtype, params_model
+from trainlint.analysis.precision import fabric_half_precision, model_dtype, params_model, set_up_by_fabric
 from trainlint.context import RuleContext
 
 CODE = "TL005"
@@ -51,6 +51,20 @@ def check(ctx: RuleContext) -> None:
         scope = index.scope.get(call)
         model = params_model(index, params.value, scope) if params is not None else None
         fp16 = model is not None and model_dtype(index, model, scope) == "fp16"
+        fabric = fabric_half_precision(index) if not fp16 and set_up_by_fabric(index, call) else []
+        if fabric and eps is not None and eps < FP16_MIN:
+            what = f"eps={eps_arg and index.code(eps_arg.value).strip()}" if eps_arg else f"the default eps={default:g}"
+            fcall, prec = fabric[0]
+            ctx.report(
+                call,
+                f"`{last}` keeps {what} but Fabric (line {ctx.range(fcall)[0].row}) can run with precision="
+                f"\"{prec}\", which makes the parameters float16, where that eps is 0 and updates become Inf/NaN; "
+                "use eps=1e-4 or a mixed precision",
+                fix=_fix(ctx, call, eps_arg, FIXED_EPS, "unsafe",
+                         "Set eps=1e-4 (also changes the updates when the run is not float16)"),
+                severity="warning",
+            )
+            continue
         if fp16 and eps is not None and eps < FP16_MIN:
             what = f"eps={eps_arg and index.code(eps_arg.value).strip()}" if eps_arg else f"the default eps={default:g}"
             ctx.report(

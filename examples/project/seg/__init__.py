@@ -1,0 +1,1 @@
+"""A small segmentation project: the model and the loss live in their own modules."""
