@@ -66,6 +66,8 @@ BAD = {
                     self.train_epoch()
     """,
     "amp_scaler_step": """
+        import torch
+        sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=1000)
         for it, batch in enumerate(loader):
             sched.step()  # expect: TL015
             with torch.autocast("cuda"):
@@ -74,6 +76,35 @@ BAD = {
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad()
+    """,
+    "parameter_built_elsewhere_in_the_file": """
+        from diffusers.optimization import get_scheduler
+
+        def train_inversion(unet, text_encoder, dataloader, optimizer, lr_scheduler):
+            for epoch in range(10):
+                for batch in dataloader:
+                    lr_scheduler.step()  # expect: TL015
+                    loss = loss_step(batch, unet, text_encoder)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
+
+        def main():
+            lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0)
+            train_inversion(unet, text_encoder, dataloader, optimizer, lr_scheduler)
+    """,
+    "local_subclass_keeping_torch_step": """
+        from torch.optim.lr_scheduler import LRScheduler
+
+        class WarmupLR(LRScheduler):
+            def get_lr(self):
+                return [lr * min(1.0, (self.last_epoch + 1) / 100) for lr in self.base_lrs]
+
+        scheduler = WarmupLR(optimizer)
+        for batch in loader:
+            scheduler.step()  # expect: TL015
+            model(batch).backward()
+            optimizer.step()
     """,
 }
 
@@ -163,6 +194,40 @@ GOOD = {
             loss.backward()
             optimizer.step()
     """,
+    "project_scheduler_that_reads_the_optimizer_step": """
+        from schedulers import PolyWarmUpScheduler
+
+        lr_scheduler = PolyWarmUpScheduler(optimizer, warmup=0.01, total_steps=1000)
+
+        def take_optimizer_step(lr_scheduler, optimizer, grad_scaler):
+            lr_scheduler.step()
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+
+        for batch in loader:
+            model(batch).backward()
+            take_optimizer_step(lr_scheduler, optimizer, grad_scaler)
+    """,
+    "scheduler_of_unknown_origin": """
+        def fit(model, loader, optimizer, scheduler):
+            for batch in loader:
+                scheduler.step()
+                model(batch).backward()
+                optimizer.step()
+    """,
+    "local_scheduler_with_its_own_step": """
+        from torch.optim.lr_scheduler import _LRScheduler
+
+        class WarmupLR(_LRScheduler):
+            def step(self, epoch=None):
+                self.last_epoch = self.optimizer.state_dict()["state"].get(0, {}).get("step", 0) + 1
+
+        scheduler = WarmupLR(optimizer)
+        for batch in loader:
+            scheduler.step()
+            model(batch).backward()
+            optimizer.step()
+    """,
     "list_of_schedulers_in_a_test": """
         for _i in range(200):
             for scheduler in schedulers:
@@ -232,6 +297,7 @@ def test_fix_after_a_multi_line_training_call_at_the_end_of_the_loop():
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
 
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
         for epoch in range(1, args.epochs + 1):
             scheduler.step()  # expect: TL015
             train(
@@ -241,7 +307,7 @@ def test_fix_after_a_multi_line_training_call_at_the_end_of_the_loop():
             )  # one epoch
         print("done")
     """
-    assert [d.location.row for d in lint(code, C)] == [8]
+    assert [d.location.row for d in lint(code, C)] == [9]
     assert_fix_roundtrip(
         code,
         C,
@@ -252,6 +318,7 @@ def test_fix_after_a_multi_line_training_call_at_the_end_of_the_loop():
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
 
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 30)
         for epoch in range(1, args.epochs + 1):
             train(
                 model,

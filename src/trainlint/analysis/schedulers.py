@@ -39,6 +39,12 @@ def scheduler_values(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope)
     return [v for v in assigned_values(index, expr, scope) if isinstance(v, cst.BaseExpression)]
 
 
+def _leaf(expr) -> Optional[str]:
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    return expr.value if isinstance(expr, cst.Name) else None
+
+
 def is_scheduler(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> bool:
     values = scheduler_values(index, expr, scope)
     if values:
@@ -46,8 +52,7 @@ def is_scheduler(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> 
             return True
         if all(isinstance(v, cst.Call) for v in values):
             return False  # bound to something else we can see
-    name = expr.attr.value if isinstance(expr, cst.Attribute) else expr.value if isinstance(expr, cst.Name) else ""
-    return bool(_SCHED_NAME.search(name))
+    return bool(_SCHED_NAME.search(_leaf(expr) or ""))
 
 
 def is_torch_style_scheduler(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> bool:
@@ -59,6 +64,43 @@ def is_torch_style_scheduler(index: ModuleIndex, expr: cst.BaseExpression, scope
         if isinstance(v, cst.Call) and (q.rsplit(".", 1)[-1].startswith("create_scheduler")):
             return False
     return True
+
+
+_FACTORY_LIBRARIES = ("transformers.", "diffusers.", "torch.optim.lr_scheduler.")
+
+
+def standard_scheduler(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> bool:
+    """Is the scheduler known to follow torch's LRScheduler protocol (the constructor sets the initial
+    rate; `step()` moves to the next one)? Only when every constructor this file assigns to the name (in
+    `scope`, else anywhere in the file) is `torch.optim.lr_scheduler.*`, a `transformers`/`diffusers`
+    schedule factory, or a local subclass of torch's scheduler that keeps its `step()`. A project's own
+    scheduler may set the rate for the coming step in `step()` (NVIDIA's BERT schedulers read the
+    optimizer's step count), where calling it first is right."""
+    values = [v for v in scheduler_values(index, expr, scope) if isinstance(v, cst.Call)]
+    if not values:
+        name = _leaf(expr)
+        if name is None:
+            return False
+        values = [v for sc in index.assigns.values() for v in sc.get(name, []) if isinstance(v, cst.Call)]
+        values += [v for v in index.attr_assigns.get(name, []) if isinstance(v, cst.Call)]
+    if not values:
+        return False
+    return all(_standard_constructor(index, v) for v in values)
+
+
+def _standard_constructor(index: ModuleIndex, call: cst.Call) -> bool:
+    q = index.callee(call) or ""
+    last = q.rsplit(".", 1)[-1]
+    if q.startswith(_FACTORY_LIBRARIES):
+        return True
+    if re.match(r"get_\w*schedule", last) and "." not in q:
+        return True  # `from transformers import get_linear_schedule_with_warmup` resolves to the library
+    klass = index.classes.get(q)
+    if klass is not None:
+        bases = [index.qualify(b.value) or "" for b in klass.bases]
+        keeps_step = (klass.name.value, "step") not in index.methods
+        return keeps_step and any(b.startswith("torch.optim.lr_scheduler.") for b in bases)
+    return False
 
 
 def scheduler_optimizer(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> Optional[cst.BaseExpression]:

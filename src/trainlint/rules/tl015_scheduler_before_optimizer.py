@@ -19,7 +19,7 @@ import libcst as cst
 
 from trainlint.analysis.index import method_name, receiver
 from trainlint.analysis.schedulers import (is_scheduler, is_torch_style_scheduler, scheduler_optimizer,
-                                           stepped_optimizer)
+                                           standard_scheduler, stepped_optimizer)
 from trainlint.analysis.sequence import Site, sequences
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
@@ -48,8 +48,9 @@ def check(ctx: RuleContext) -> None:
             if s.call in reported or method_name(s.call) != "step" or s.call.args:
                 continue
             sched = receiver(s.call)
-            if sched is None or not is_scheduler(index, sched, s.scope) or \
-                    not is_torch_style_scheduler(index, sched, s.scope):
+            if sched is None or not is_scheduler(index, sched, s.scope) \
+                    or not is_torch_style_scheduler(index, sched, s.scope) \
+                    or not standard_scheduler(index, sched, s.scope):
                 continue
             if _guarded_by_loop_variable(index, s, loop) or _loop_target(index, sched, s.call):
                 continue
