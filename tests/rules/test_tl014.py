@@ -296,6 +296,30 @@ def test_fix_when_the_sampler_exists_on_one_path_only():
     ) in fixed
 
 
+def test_fix_when_the_other_path_uses_a_random_sampler():
+    code = """
+        from torch.utils.data import DataLoader, RandomSampler
+        from torch.utils.data.distributed import DistributedSampler
+
+        if args.local_rank == -1:
+            train_sampler = RandomSampler(train_data)
+        else:
+            train_sampler = DistributedSampler(train_data)  # expect: TL014
+        train_dataloader = DataLoader(train_data, sampler=train_sampler, batch_size=32)
+        for epoch in range(int(args.num_train_epochs)):
+            for step, batch in enumerate(train_dataloader):
+                model(batch).backward()
+    """
+    fixed = assert_fix_roundtrip(code, C)
+    assert (
+        "for epoch in range(int(args.num_train_epochs)):\n"
+        "    if hasattr(train_sampler, \"set_epoch\"):\n"
+        "        train_sampler.set_epoch(epoch)\n"
+    ) in fixed
+    (d,) = lint(code.replace("for epoch in", "for _ in"), C)
+    assert d.fix is None  # `_`: the user names the epoch
+
+
 def test_no_fix_without_an_epoch_variable():
     (d,) = lint(BAD["step_based_loop_reiterating_the_loader"], C)
     assert d.fix is None

@@ -10,7 +10,7 @@ other than a builtin is handed it (`train_one_epoch(model, train_loader)`, `iter
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import libcst as cst
 
@@ -145,7 +145,3 @@ def set_epoch_receivers(index: ModuleIndex) -> List[Tuple[cst.Call, str]]:
         if isinstance(func, cst.Attribute) and func.attr.value == "set_epoch":
             out.append((call, index.code(func.value).strip()))
     return out
-
-
-def names_in(label: Optional[str]) -> Set[str]:
-    return {label.rsplit(".", 1)[-1]} if label else set()

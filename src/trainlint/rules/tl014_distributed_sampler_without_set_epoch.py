@@ -122,24 +122,25 @@ def _fix(ctx: RuleContext, loop, sampler_label: Optional[str], sampler: cst.Call
          loader: cst.Call):
     epoch = loop_target_name(loop)
     body = loop.body
-    if epoch is None or not isinstance(body, cst.IndentedBlock) or not body.body:
+    if epoch is None or epoch == "_" or not isinstance(body, cst.IndentedBlock) or not body.body:
         return None
     index = ctx.index
     first = body.body[0]
-    maybe_none = _conditional(index, sampler, sampler_label, loop)
+    kind = _binding(index, sampler, sampler_label)
     sampler_here = sampler_label is not None and _same_owner(index, sampler_label, sampler, loop)
     loader_here = _same_owner(index, loader_label, loader, loop)
     guard = None
-    if sampler_here and not maybe_none:
+    if kind == "always" and sampler_here:
         handle = sampler_label
-    elif not maybe_none and loader_here:
+    elif kind == "always" and loader_here:
         handle = f"{loader_label}.sampler"
-    elif sampler_here and not _maybe_unbound(index, sampler, sampler_label):
-        handle = sampler_label
-        guard = f"{handle} is not None"
+    elif kind == "or-none" and sampler_here:
+        handle, guard = sampler_label, f"{sampler_label} is not None"
+    elif kind == "or-other" and sampler_here:
+        handle, guard = sampler_label, f'hasattr({sampler_label}, "set_epoch")'
     elif loader_here:
         handle = f"{loader_label}.sampler"
-        guard = f'hasattr({handle}, "set_epoch")'
+        guard = None if kind == "always" else f'hasattr({handle}, "set_epoch")'
     else:
         return None
     line = f"{handle}.set_epoch({epoch})"
@@ -152,29 +153,29 @@ def _fix(ctx: RuleContext, loop, sampler_label: Optional[str], sampler: cst.Call
     return ctx.fix("unsafe", f"Call `{line}` at the start of the epoch loop", ctx.insert_before_statement(first, text))
 
 
-def _maybe_unbound(index: ModuleIndex, sampler: cst.Call, label: Optional[str]) -> bool:
-    """Assigned once, under an `if`/`try`: on the other path the name does not exist at all."""
-    if label is None or isinstance(index.parent.get(sampler), cst.IfExp):
-        return False
-    scope = index.scope.get(sampler)
-    count = len(index.attr_assigns.get(label[5:], [])) if label.startswith("self.") else \
-        len(index.values_of(label, scope))
-    return count <= 1
-
-
-def _conditional(index: ModuleIndex, sampler: cst.Call, label: Optional[str], loop) -> bool:
-    """May the sampler's name hold None (`DistributedSampler(ds) if distributed else None`, or built
-    under an `if`, or assigned more than once)?"""
-    if isinstance(index.parent.get(sampler), cst.IfExp):
-        return True
-    cur = index.parent.get(sampler)
-    scope = index.scope.get(sampler)
+def _binding(index: ModuleIndex, sampler: cst.Call, label: Optional[str]) -> str:
+    """What the sampler's name holds at the epoch loop: "always" the DistributedSampler, "or-none" it or
+    None, "or-other" it or another sampler (RandomSampler when not distributed), or "maybe-unbound" (only
+    assigned under an `if`/`try`, or not named at all while built conditionally)."""
+    parent = index.parent.get(sampler)
+    if isinstance(parent, cst.IfExp):
+        other = parent.orelse if parent.body is sampler else parent.body
+        return "or-none" if _is_none(other) else "or-other"
+    conditional = False
+    cur, scope = parent, index.scope.get(sampler)
     while cur is not None and cur is not scope:
         if isinstance(cur, (cst.If, cst.Try)):
-            return True
+            conditional = True
+            break
         cur = index.parent.get(cur)
     if label is None:
-        return False
-    if label.startswith("self."):
-        return len(index.attr_assigns.get(label[5:], [])) != 1
-    return len(index.values_of(label, scope)) != 1
+        return "maybe-unbound" if conditional else "always"
+    values = index.attr_assigns.get(label[5:], []) if label.startswith("self.") else index.values_of(label, scope)
+    others = [v for v in values if v is not sampler]
+    if not others:
+        return "maybe-unbound" if conditional else "always"
+    return "or-none" if all(_is_none(v) for v in others) else "or-other"
+
+
+def _is_none(expr) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "None"
