@@ -106,6 +106,7 @@ BAD = {
     """,
     "trained_model_tested_without_eval": """
         import torch
+        import torchvision
 
         def test(model, test_loader):
             correct = 0
@@ -121,6 +122,8 @@ BAD = {
                 optimizer.zero_grad()
                 F.nll_loss(model(data), target).backward()
                 optimizer.step()
+
+        model = torchvision.models.resnet18(num_classes=10)
     """,
 }
 
@@ -246,6 +249,33 @@ GOOD = {
         model = Net()
         for x, y in test_loader:
             model(x)
+    """,
+    "trained_model_from_another_file": """
+        import torch
+        from model import Net
+
+        model = Net()
+        optimizer = torch.optim.Adam(model.parameters())
+
+        def test():
+            with torch.no_grad():
+                for x, y in testing_data_loader:
+                    psnr(model(x), y)
+    """,
+    "local_model_built_twice_without_mode_layers": """
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(3, 6, 5)
+                self.fc1 = nn.Linear(16 * 5 * 5, 120)
+
+        net = Net()
+        net = Net()
+        with torch.no_grad():
+            for images, labels in testloader:
+                net(images)
     """,
     "helper_given_the_mode_elsewhere": """
         def test(model, test_loader):

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Set
 import libcst as cst
 
 from trainlint.analysis.index import ModuleIndex, method_name, receiver
-from trainlint.analysis.walk import children, walk
+from trainlint.analysis.walk import children
 
 # Methods that return a plain number or a tensor without history.
 DETACHING_METHODS = {"item", "detach", "tolist", "numpy", "detach_", "data_ptr", "size", "dim", "numel",
@@ -173,7 +173,3 @@ def under_no_grad(index: ModuleIndex, node: cst.CSTNode) -> bool:
                     return True
         cur = index.parent.get(cur)
     return False
-
-
-def names_read(expr: cst.CSTNode) -> Set[str]:
-    return {n.value for n, _ in walk(expr) if isinstance(n, cst.Name)}

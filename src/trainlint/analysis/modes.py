@@ -97,32 +97,36 @@ def model_expr(expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr
 
 
-def torch_layer_mode_free(index: ModuleIndex, value: cst.BaseExpression) -> bool:
-    """`nn.Linear(...)`, `nn.Sequential(nn.Linear(...), nn.ReLU())`: torch.nn layers only, none of them
-    mode-dependent."""
-    value = model_expr(value)
-    if not isinstance(value, cst.Call):
-        return False
-    q = index.callee(value) or ""
-    if not q.startswith(("torch.nn.", "nn.")) or _MODE_LAYERS.search(index.code(value)):
-        return False
-    for node, _ in walk(value):
-        if isinstance(node, cst.Call):
-            nq = index.callee(node) or ""
-            if nq.rsplit(".", 1)[-1][:1].isupper() and not nq.startswith(("torch.nn.", "nn.")):
-                return False
-    return True
-
-
 def constructed_model_class(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> Optional[cst.ClassDef]:
-    """The local nn.Module class that `expr` (a name or `self.x`) is built from, if that is all it is."""
-    value = model_expr(index.resolve_value(expr, scope))
-    if not isinstance(value, cst.Call) or not isinstance(value.func, cst.Name):
-        return None
-    klass = index.classes.get(value.func.value)
-    if klass is None or not module_classes(index).is_module(klass):
-        return None
+    """The local nn.Module class that `expr` (a name or `self.x`) is built from, when every value the file
+    assigns to it is an instance of that one class."""
+    klass = None
+    for value in _values(index, expr, scope):
+        value = model_expr(value)
+        if not isinstance(value, cst.Call) or not isinstance(value.func, cst.Name):
+            return None
+        k = index.classes.get(value.func.value)
+        if k is None or (klass is not None and k is not klass) or not module_classes(index).is_module(k):
+            return None
+        klass = k
     return klass
+
+
+_NORM_FACTORIES = ("torchvision.models.", "timm.create_model", "timm.models.")
+
+
+def built_by_factory_with_norm(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -> bool:
+    """Every value is a torchvision/timm model (their architectures use BatchNorm or Dropout)."""
+    values = _values(index, expr, scope)
+    return bool(values) and all(
+        isinstance(model_expr(v), cst.Call) and (index.callee(model_expr(v)) or "").startswith(_NORM_FACTORIES)
+        for v in values)
+
+
+def _values(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope):
+    from trainlint.analysis.optim import assigned_values
+
+    return [v for v in assigned_values(index, expr, scope) if isinstance(v, cst.BaseExpression)]
 
 
 def mode_free(index: ModuleIndex, klass: cst.ClassDef, depth: int = 0) -> bool:
@@ -190,8 +194,3 @@ def model_aliases(index: ModuleIndex, name: str, scope: Scope) -> Set[str]:
                 elif other == name:
                     out.add(inner)
     return out
-
-
-def mentions_name(expr: cst.CSTNode, name: str) -> bool:
-    return any(isinstance(n, cst.Name) and n.value == name or isinstance(n, cst.Attribute) and n.attr.value == name
-               for n, _ in walk(expr))

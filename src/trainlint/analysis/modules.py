@@ -108,7 +108,8 @@ def mentions_training(expr: cst.CSTNode) -> bool:
     from trainlint.analysis.walk import walk
 
     for node, _ in walk(expr):
-        name = node.value if isinstance(node, cst.Name) else node.attr.value if isinstance(node, cst.Attribute) else None
+        name = node.value if isinstance(node, cst.Name) else (
+            node.attr.value if isinstance(node, cst.Attribute) else None)
         if isinstance(name, str) and "training" in name.lower():
             return True
     return False

@@ -83,13 +83,9 @@ class Sequences:
             self._cache[loop] = out
         return self._cache[loop]
 
-    def function_resolves(self, call: cst.Call, scope, klass) -> Optional[cst.FunctionDef]:
-        found = self._resolve(call, scope, klass)
-        return found[0] if found else None
-
     # -- walking ----------------------------------------------------------------------------------
     def _block(self, block, st: "_State", top) -> None:
-        body = block.body if isinstance(block, (cst.IndentedBlock, cst.SimpleStatementSuite)) else getattr(block, "body", ())
+        body = getattr(block, "body", ())
         for stmt in body:
             self._stmt(stmt, st, top if top is not None else stmt)
 

@@ -24,8 +24,8 @@ import libcst as cst
 from trainlint.analysis.graph import under_no_grad
 from trainlint.analysis.index import ModuleIndex, receiver
 from trainlint.analysis.loaders import EVAL_NAME
-from trainlint.analysis.modes import (constructed_model_class, keys_match, mode_free, mode_switch,
-                                      model_aliases, model_expr, optimizer_models, torch_layer_mode_free,
+from trainlint.analysis.modes import (built_by_factory_with_norm, constructed_model_class, keys_match,
+                                      mode_free, mode_switch, model_aliases, model_expr, optimizer_models,
                                       trained_models)
 from trainlint.analysis.modules import inference_only
 from trainlint.analysis.schedulers import stepped_optimizer
@@ -159,7 +159,6 @@ def _restore_fix(ctx: RuleContext, loop, eval_site: Site, step_site: Site, key: 
 # -- 2. evaluation without eval() --------------------------------------------------------------------
 def _evaluation_in_train_mode(ctx: RuleContext, reported: Set[cst.CSTNode]) -> None:
     index = ctx.index
-    trained = trained_models(index)
     evaled = _names_put_in_eval(index)
     has_steps = any(stepped_optimizer(index, c, index.scope.get(c)) is not None for c in index.calls)
     for loop in index.loops:
@@ -173,11 +172,12 @@ def _evaluation_in_train_mode(ctx: RuleContext, reported: Set[cst.CSTNode]) -> N
             name = func.attr.value if isinstance(func, cst.Attribute) else func.value
             if name in evaled or call in reported:
                 continue
+            # only models known to hold a mode-dependent layer: a local class with BatchNorm/Dropout, a
+            # torchvision/timm model (a model from another file may have none: silence)
             klass = constructed_model_class(index, func, fn)
-            if name not in trained and klass is None:
-                continue
-            if klass is not None and mode_free(index, klass) or \
-                    torch_layer_mode_free(index, index.resolve_value(func, fn)):
+            known = (klass is not None and not mode_free(index, klass)) or \
+                built_by_factory_with_norm(index, func, fn)
+            if not known:
                 continue
             reported.add(call)
             key = index.code(func).strip()
@@ -186,8 +186,6 @@ def _evaluation_in_train_mode(ctx: RuleContext, reported: Set[cst.CSTNode]) -> N
                 f"`{key}` runs over an evaluation loader but is never put in eval mode in this file, so "
                 f"BatchNorm and Dropout behave as in training; call `{key}.eval()` before evaluating.",
                 fix=None if has_steps else _eval_fix(ctx, loop, key),
-                # a known mode-dependent layer makes it an error; a model from elsewhere may have none
-                severity="error" if klass is not None else "warning",
             )
             break
 
