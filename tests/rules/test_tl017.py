@@ -19,12 +19,14 @@ BAD = {
             loss.backward()
             optimizer.step()
     """,
-    "ddp_wrapper": """
+    "inner_module_of_a_wrapper_built_here": """
+        import torch
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(model, device_ids=[rank])
+        net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+        ddp_model = DDP(net, device_ids=[rank])
         for batch in loader:
-            loss = ddp_model.forward(batch).sum()  # expect: TL017
+            loss = net.forward(batch).sum()  # expect: TL017
             loss.backward()
     """,
     "local_module_class_in_evaluation": """
@@ -78,6 +80,14 @@ BAD = {
 }
 
 GOOD = {
+    "ddp_wrapper_forward_does_its_own_work": """
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(BarlowTwins(args).cuda(gpu), device_ids=[gpu])
+        for step, ((y1, y2), _) in enumerate(loader):
+            loss = model.forward(y1, y2)
+            scaler.scale(loss).backward()
+    """,
     "call_the_module": """
         model = torchvision.models.resnet18()
         out = model(x)
@@ -175,18 +185,8 @@ def test_test_files_are_left_alone():
 
 
 def test_fix_calls_the_module():
-    assert_fix_roundtrip(
-        BAD["ddp_wrapper"],
-        C,
-        """
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(model, device_ids=[rank])
-        for batch in loader:
-            loss = ddp_model(batch).sum()
-            loss.backward()
-        """,
-    )
+    fixed = assert_fix_roundtrip(BAD["inner_module_of_a_wrapper_built_here"], C)
+    assert "loss = net(batch).sum()" in fixed
 
 
 def test_fix_multi_line_call_and_nested_calls():

@@ -166,3 +166,17 @@ def _annotated_module(index: ModuleIndex, fn: cst.FunctionDef, name: str) -> boo
             q = index.qualify(p.annotation.annotation) or ""
             return q in ("torch.nn.Module", "nn.Module") or q.endswith("LightningModule")
     return False
+
+
+def is_parallel_wrapper(index: ModuleIndex, expr: cst.BaseExpression, scope) -> bool:
+    """Is `expr` bound only to DDP/DataParallel/FSDP wrappers? Their own `forward` does the wrapper's work
+    (scatter, reducer preparation), so calling it directly loses nothing of theirs."""
+    if isinstance(expr, cst.Name):
+        values = index.values_of(expr.value, scope)
+    elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        values = index.attr_assigns.get(expr.attr.value, [])
+    else:
+        return False
+    calls = [v for v in values if isinstance(v, cst.Call)]
+    return bool(calls) and len(calls) == len(values) and all(
+        (index.callee(v) or "").rsplit(".", 1)[-1] in _WRAPPERS for v in calls)

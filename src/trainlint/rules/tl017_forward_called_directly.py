@@ -1,13 +1,13 @@
 """TL017 forward-called-directly: `model.forward(x)` instead of `model(x)`.
 
 `nn.Module.__call__` runs the forward pre-hooks and hooks, and registers the backward hooks, around
-`forward`. Calling `forward` directly skips all of them: DistributedDataParallel's gradient-sync
-preparation, pruning, quantisation and weight-norm reparametrisations, `torch.compile` guards, and
-the hooks of tools such as trainlint's own runtime mode.
+`forward`. Calling `forward` directly skips all of them: pruning, quantisation and weight-norm
+reparametrisations, feature-extraction hooks, and the hooks of tools such as trainlint's own runtime
+mode. DDP/DataParallel wrappers are left alone: their work happens inside their own `forward`.
 
 Reported when the receiver is, in this file, a torch module (`analysis/modules.py`,
 `is_torch_module_value`): an instance of a local nn.Module class or of a `torch.nn` layer, a
-torchvision/timm/hub/`from_pretrained` model, a DDP wrapper, a parameter annotated `nn.Module`, or a
+torchvision/timm/hub/`from_pretrained` model, a parameter annotated `nn.Module`, or a
 model the file trains. Inside the methods of an nn.Module (`self.backbone.forward(x)`) it is a warning:
 common, and only the submodule's own hooks are skipped. `super().forward(...)`, `Base.forward(self, ...)`,
 `self.forward(...)` and `module.forward` passed as a callable (checkpointing) are left alone.
@@ -23,7 +23,7 @@ import libcst as cst
 from trainlint.analysis.graph import backward_target
 from trainlint.analysis.index import method_name, receiver
 from trainlint.analysis.modes import trained_models
-from trainlint.analysis.modules import enclosing_method, is_torch_module_value, module_classes
+from trainlint.analysis.modules import enclosing_method, is_parallel_wrapper, is_torch_module_value, module_classes
 from trainlint.context import RuleContext
 
 CODE = "TL017"
@@ -50,6 +50,8 @@ def check(ctx: RuleContext) -> None:
         if isinstance(recv, cst.Attribute) and recv.attr.value[:1].isupper():
             continue  # nn.Module.forward(self, x), module.Base.forward(self, x)
         scope = index.scope.get(call)
+        if is_parallel_wrapper(index, recv, scope):
+            continue  # DDP/DataParallel do their work in forward itself
         if not is_torch_module_value(index, recv, scope):
             if trained is None:
                 trained = trained_models(index)
@@ -63,8 +65,8 @@ def check(ctx: RuleContext) -> None:
         text = index.code(recv).strip()
         ctx.report(
             call,
-            f"`{text}.forward(...)` skips the module's hooks (DDP, pruning, quantisation, profilers); call "
-            f"`{text}(...)` instead.",
+            f"`{text}.forward(...)` skips the module's hooks (pruning, quantisation, feature extraction, "
+            f"`trainlint run`); call `{text}(...)` instead.",
             # training code: hooks (DDP, trainlint run) matter; elsewhere only the module's own hooks
             severity="warning" if inside_module or not trains else None,
             fix=ctx.fix("unsafe", f"Call `{text}(...)`", ctx.replace(call.func, index.code(recv).strip()))
