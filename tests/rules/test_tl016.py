@@ -104,6 +104,34 @@ GOOD = {
 
         trainer = Trainer(model=model, args=training_args)
     """,
+    "debug_helper_function": """
+        import torch
+
+        def inner_fn_with_anomaly(primals, tangents):
+            with torch.autograd.detect_anomaly(check_nan=False):
+                return inner_fn(primals, tangents)
+
+        def numeric_check_if_enabled(gm, inputs):
+            with torch.autograd.set_detect_anomaly(True):
+                run_model(gm, inputs)
+
+        for x in loader:
+            model(x).sum().backward()
+    """,
+    "library_function_in_a_file_that_does_not_train": """
+        import torch
+
+        def run_joint(fn, args):
+            with torch.autograd.detect_anomaly():
+                return fn(*args)
+    """,
+    "context_manager_implementation": """
+        import torch
+
+        class detect_anomaly:
+            def __enter__(self):
+                torch.set_anomaly_enabled(True, self.check_nan)
+    """,
     "only_mentioned": """
         import torch
 
@@ -160,14 +188,14 @@ def test_fix_removes_a_multi_line_call():
             torch.autograd.set_detect_anomaly(
                 True,
             )
-            train()
+            model(x).sum().backward()
         """,
         C,
         """
         import torch
 
         def main():
-            train()
+            model(x).sum().backward()
         """,
     )
 
@@ -191,9 +219,14 @@ def test_fix_lightning_sets_false():
 
 def test_no_fix_when_it_is_the_only_statement():
     (d,) = lint("""
-        def debug():
+        import torch
+
+        def setup():
             torch.autograd.set_detect_anomaly(True)
-    """.replace("def debug", "import torch\ndef debug"), C)
+
+        def step(loss):
+            loss.backward()
+    """, C)
     assert d.fix is None
 
 

@@ -17,14 +17,15 @@ import re
 
 import libcst as cst
 
-from trainlint.analysis.index import ModuleIndex, call_arg
+from trainlint.analysis.index import ModuleIndex, call_arg, method_name
 from trainlint.context import RuleContext
 
 CODE = "TL016"
 PREFILTER = (("anomaly",),)
 
 SETTERS = {"torch.autograd.set_detect_anomaly", "torch.autograd.anomaly_mode.set_detect_anomaly",
-           "torch.set_anomaly_enabled", "torch.autograd.grad_mode.set_detect_anomaly"}
+           "torch.autograd.grad_mode.set_detect_anomaly"}
+_DEBUG_FUNCTION = re.compile(r"anomal|debug|check|nan|diagnos|inspect|verify", re.IGNORECASE)
 CONTEXTS = {"torch.autograd.detect_anomaly", "torch.autograd.anomaly_mode.detect_anomaly"}
 _TEST_FILE = re.compile(r"(^|[/\\])(tests?|testing)[/\\]|(^|[/\\])test_[^/\\]*\.py$|_test\.py$|conftest\.py$")
 
@@ -33,8 +34,14 @@ def check(ctx: RuleContext) -> None:
     if _TEST_FILE.search(ctx.filename.replace(os.sep, "/")):
         return
     index = ctx.index
+    trains = None
     for call in index.calls:
         q = index.callee(call) or ""
+        if q in SETTERS or q in CONTEXTS:
+            if trains is None:
+                trains = _trains(index)
+            if not _in_training_context(index, call, trains):
+                continue
         if q in SETTERS:
             arg = call_arg(call, "mode", 0)
             if arg is None or not _is_true(arg.value) or _guarded(index, call) or _switched_off_later(index, call):
@@ -54,6 +61,29 @@ def check(ctx: RuleContext) -> None:
             ctx.report(arg, "`Trainer(detect_anomaly=True)` runs the whole training under autograd anomaly detection, "
                        "2-3x slower per step; turn it off outside debugging.",
                        fix=ctx.fix("unsafe", "Set detect_anomaly=False", ctx.replace(arg.value, "False")))
+
+
+def _trains(index: ModuleIndex) -> bool:
+    """Does the file train: a backward call, a `.fit(...)`, a Lightning/Hugging Face trainer?"""
+    for call in index.calls:
+        m = method_name(call)
+        if m in ("backward", "manual_backward", "fit") or (index.callee(call) or "").endswith("Trainer"):
+            return True
+    return False
+
+
+def _in_training_context(index: ModuleIndex, call: cst.Call, trains: bool) -> bool:
+    """At module level (every importer gets it), or in a function of a training file that is not itself
+    a debugging helper (`check_nan(...)`, `inner_fn_with_anomaly`)."""
+    fn = index.scope.get(call)
+    if fn is None:
+        return True
+    while fn is not None:
+        name = getattr(getattr(fn, "name", None), "value", "")
+        if _DEBUG_FUNCTION.search(name) or name in ("__enter__", "__exit__"):
+            return False
+        fn = index.scope.get(fn)
+    return trains
 
 
 def _is_true(expr) -> bool:
