@@ -257,3 +257,11 @@ def test_tl113_relus_die_under_a_learning_rate_far_too_high():
     assert ev["dead_fraction"] >= 0.5 > ev["first_dead_fraction"] and ev["consecutive_checks"] >= 5
     assert ev["module"] in ("1", "3") and "(ReLU)" in d.message
     assert codes(diags) == ["TL109", "TL110", "TL113"]
+
+
+def test_tl111_on_an_accelerator_checks_every_batch_on_the_device():
+    with watch(config=False, every=5) as w:
+        w.monitor.immediate = False  # as with a CUDA loss: values read at the flush only
+        S.dirty_data(epochs=1, bad_row=437)
+    d = only(w.findings, "TL111")
+    assert d.runtime["evidence"]["batch"] == 6 and d.runtime["evidence"]["batches_with_non_finite"] == 1

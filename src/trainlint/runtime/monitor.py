@@ -142,6 +142,9 @@ class Monitor:
         self._ev_flush = listeners("on_flush")
         self._ev_finish = listeners("finish")
         self._ev_batch = listeners("on_batch")
+        self._ev_bad_loss = listeners("on_bad_loss")
+        self.current_place: Optional[BatchPlace] = None
+        self.current_data: Any = None  # the batch in use (a reference, no copy), for on_bad_loss
         # module types some check watches, and which checks: module inputs via forward pre-hooks
         self._watched_types = tuple({t for c in self.checks for t in c.watches})
         self._watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -175,6 +178,7 @@ class Monitor:
         self._last_scaled = None
         self._last_clip = None
         self._last_ce = None
+        self.current_data = None
         if _ACTIVE is self:
             _ACTIVE = None
         self.attached = False
@@ -270,8 +274,11 @@ class Monitor:
             rec.value = v
             if self.armed > 0:
                 self.armed -= 1
-            if not math.isfinite(v) and not self.localised:
-                self._scan(rec)
+            if not math.isfinite(v):
+                if not self.localised:
+                    self._scan(rec)
+                for f in self._ev_bad_loss:
+                    f(rec, self.current_place, self.current_data)
         else:
             rec.tensor = t.reshape(())
         self.losses_pending.append(rec)
@@ -442,8 +449,9 @@ class Monitor:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
         full = st.full if isinstance(st.full, int) else None
         self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), full)
-        if self._ev_batch:
-            where = BatchPlace(st.key, st.epoch, st.batch, self.step, self._epoch_of)
+        if self._ev_batch or self._ev_bad_loss:
+            where = self.current_place = BatchPlace(st.key, st.epoch, st.batch, self.step, self._epoch_of)
+            self.current_data = batch if self._ev_bad_loss else None
             for f in self._ev_batch:
                 f(batch, where)
 

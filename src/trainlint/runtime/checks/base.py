@@ -4,6 +4,8 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   on_backward_start(), on_backward_end(), on_optimizer(opt) (an optimizer's first step),
   on_pre_step(opt), on_post_step(opt),
   on_batch(batch, where) (each batch a DataLoader yields; `where` is a `BatchPlace`),
+  on_bad_loss(rec, where, batch) (a non-finite loss read as it happens, on the CPU; `where`/`batch`:
+  the batch in use, or None),
   on_module_input(module, inputs) (each call of a module of a type listed in the check's `watches`,
   before its forward; modules are found in the first steps)
 Flushed events (every `every` steps and at the end, host values in order):
@@ -45,6 +47,7 @@ class Check:
     def on_pre_step(self, opt) -> None: ...
     def on_post_step(self, opt) -> None: ...
     def on_batch(self, batch: Any, where: Any) -> None: ...
+    def on_bad_loss(self, rec: LossRecord, where: Any, batch: Any) -> None: ...
     def on_module_input(self, module: Any, inputs: Any) -> None: ...
 
     # flushed events

@@ -7,7 +7,8 @@ Only losses that are the output of `F.cross_entropy`/`F.nll_loss` (`nn.CrossEntr
 over class scores are judged (the monitor records C with them). Over the last `chance-steps` losses of
 one backward() line: the median within `chance-tolerance` of ln C, and the second half not lower than
 the first by more than 5%; and before that stretch the loss had left the chance level (a median of 3
-losses more than twice the tolerance away from ln C: an explosion, or a model that had learned). A
+losses below ln C by more than twice the tolerance: the model had learned something; or above twice
+both ln C and its starting level: it exploded). A
 loss that starts at ln C and only falls slowly (the first hundreds of steps of a large classifier) is
 not a stall. The window is judged every 5 losses (three sorts of at most `chance-steps`
 numbers), so the check costs about a microsecond per loss.
@@ -28,7 +29,7 @@ _STRIDE = 5  # the window is judged every this many losses
 
 class _Series:
     __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen", "departed",
-                 "last3")
+                 "last3", "start_level")
 
     def __init__(self, size: int) -> None:
         self.recent: Deque[LossRecord] = deque(maxlen=size)
@@ -41,6 +42,7 @@ class _Series:
         self.seen = 0
         self.departed = False  # the loss has been away from the chance level
         self.last3: Deque[float] = deque(maxlen=3)
+        self.start_level: Optional[float] = None  # the lowest of the first 3 losses
 
 
 class LossAtChanceLevel(Check):
@@ -65,8 +67,14 @@ class LossAtChanceLevel(Check):
             s.departed = False
         chance = math.log(rec.classes)
         s.last3.append(rec.value)
-        if not s.departed and len(s.last3) == 3 and abs(median(s.last3) - chance) > 2 * self.tol * chance:
-            s.departed = True
+        if not s.departed and len(s.last3) == 3:
+            if s.start_level is None:
+                s.start_level = min(s.last3)
+            level = median(s.last3)
+            # below chance: the model had learned something; far above both chance and the start: it
+            # exploded (an initial loss somewhat above ln C is only the random initialisation)
+            if level < (1 - 2 * self.tol) * chance or level > 2 * max(chance, s.start_level):
+                s.departed = True
         s.recent.append(rec)
         s.seen += 1
         if not s.departed or len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:

@@ -2,7 +2,9 @@
 magnitude apart (unnormalised data), reported with the epoch and batch index.
 
 Each batch a DataLoader yields is looked at through its first floating-point tensor (the inputs of an
-`(x, y)` batch): one `isfinite().all()` reduction per batch, kept on the device and read at the flush.
+`(x, y)` batch). NaN/Inf: on the CPU, where each loss is read as it happens, the batch is examined only
+when its loss is non-finite (nothing is spent on healthy batches); on an accelerator, one
+`isfinite().all()` reduction per batch is queued on the device and read at the flush.
 The scale of each feature (dimension 1: the columns of tabular data, the channels of images) is its
 root mean square over the first `input-scale-batches` batches of each DataLoader; a feature whose RMS
 is at least `input-scale-ratio` times above or below the median feature's is badly scaled. Batches of
@@ -66,7 +68,9 @@ class BadInputData(Check):
         if where.loader not in self.sites:
             self.sites[where.loader] = self.ctx.sites.find(1)
         with torch.no_grad():
-            finite = torch.isfinite(x).all()
+            # on the CPU (losses read as they happen) NaN/Inf is looked for only when a loss is non-finite
+            deferred = self.ctx.immediate is False or (self.ctx.immediate is None and x.device.type != "cpu")
+            finite = torch.isfinite(x).all() if deferred else None
             rms = None
             sc = self.scales.get(where.loader)
             if sc is None:
@@ -75,18 +79,30 @@ class BadInputData(Check):
                 sc.asked += 1
                 feats = x.detach().transpose(0, 1).reshape(x.shape[1], -1).float()
                 rms = feats.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
-        self.pending.append((where, finite, rms))
+        if finite is not None or rms is not None:
+            self.pending.append((where, finite, rms))
+
+    def on_bad_loss(self, rec, where, batch) -> None:
+        if where is None or batch is None or any(w is where for w in self.bad):
+            return
+        x = first_float_tensor(batch)
+        if x is not None and not bool(torch.isfinite(x).all()):
+            self._bad(where)
+
+    def _bad(self, where: BatchPlace) -> None:
+        self.bad_count += 1
+        if len(self.bad) < 20:
+            self.bad.append(where)
 
     def on_flush(self) -> None:
         pending, self.pending = self.pending, []
         if not pending:
             return
-        flags = torch.stack([f.reshape(()) for _, f, _ in pending]).cpu().tolist()
-        for (where, _, rms), ok in zip(pending, flags):
-            if not ok:
-                self.bad_count += 1
-                if len(self.bad) < 20:
-                    self.bad.append(where)
+        checked = [f.reshape(()) for _, f, _ in pending if f is not None]
+        flags = iter(torch.stack(checked).cpu().tolist() if checked else [])
+        for where, finite, rms in pending:
+            if finite is not None and not next(flags):
+                self._bad(where)
             if rms is not None:
                 sc = self.scales[where.loader]
                 sc.rms.append(rms.cpu().tolist())
