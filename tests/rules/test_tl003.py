@@ -295,3 +295,21 @@ def test_batch_size_names_option():
     """
     assert found(code, C) == set()
     assert found(code, C, options(TL003={"batch-size-names": ["mb"]})) == {(2, "TL003")}
+
+
+def test_recursive_loss_helpers_terminate():
+    from helpers import found
+
+    code = """
+        def total(xs):
+            if not xs:
+                return 0
+            return sum([total(x) for x in xs]) / len(xs)
+
+        def loss_of(model, batch):
+            return helper(model, batch) / batch.size(0)
+
+        def helper(model, batch):
+            return loss_of(model, batch)
+    """
+    assert found(code, ["TL003"]) == set()

@@ -230,7 +230,7 @@ class Losses:
 
     def returned_reduction_of(self, index: ModuleIndex, fn: cst.FunctionDef) -> Optional[str]:
         """What every `return` of `fn` gives (all must agree)."""
-        inner = self._in(index, fn) if (index is not self.index or fn is not self.scope) else self
+        inner = self._in(index, fn)  # one level deeper, also for recursive functions
         reds = set()
         for ret in returns_of(index, fn):
             reds.add(inner.reduction(ret.value))
