@@ -83,7 +83,9 @@ GOOD = {
     "ddp_wrapper_forward_does_its_own_work": """
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(BarlowTwins(args).cuda(gpu), device_ids=[gpu])
+        model = BarlowTwins(args).cuda(gpu)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DDP(model, device_ids=[gpu])
         for step, ((y1, y2), _) in enumerate(loader):
             loss = model.forward(y1, y2)
             scaler.scale(loss).backward()

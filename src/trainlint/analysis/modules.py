@@ -169,7 +169,7 @@ def _annotated_module(index: ModuleIndex, fn: cst.FunctionDef, name: str) -> boo
 
 
 def is_parallel_wrapper(index: ModuleIndex, expr: cst.BaseExpression, scope) -> bool:
-    """Is `expr` bound only to DDP/DataParallel/FSDP wrappers? Their own `forward` does the wrapper's work
+    """Is `expr` last bound to a DDP/DataParallel/FSDP wrapper? Their own `forward` does the wrapper's work
     (scatter, reducer preparation), so calling it directly loses nothing of theirs."""
     if isinstance(expr, cst.Name):
         values = index.values_of(expr.value, scope)
@@ -177,6 +177,6 @@ def is_parallel_wrapper(index: ModuleIndex, expr: cst.BaseExpression, scope) -> 
         values = index.attr_assigns.get(expr.attr.value, [])
     else:
         return False
-    calls = [v for v in values if isinstance(v, cst.Call)]
-    return bool(calls) and len(calls) == len(values) and all(
-        (index.callee(v) or "").rsplit(".", 1)[-1] in _WRAPPERS for v in calls)
+    # the last binding in the file's order: `model = Net(); model = DDP(model)` ends as the wrapper
+    last = values[-1] if values else None
+    return isinstance(last, cst.Call) and (index.callee(last) or "").rsplit(".", 1)[-1] in _WRAPPERS
