@@ -331,6 +331,11 @@ def test_fix_after_a_multi_line_training_call_at_the_end_of_the_loop():
     )
 
 
+def test_fix_inside_the_inner_loop_of_an_epoch_loop():
+    fixed = assert_fix_roundtrip(BAD["parameter_built_elsewhere_in_the_file"], C)
+    assert "optimizer.step()\n            lr_scheduler.step()\n            optimizer.zero_grad()" in fixed
+
+
 def test_fix_is_unsafe_only():
     _, applied = fix(BAD["amp_scaler_step"], C, unsafe=False)
     assert applied == 0

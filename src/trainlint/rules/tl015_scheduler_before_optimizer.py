@@ -32,7 +32,7 @@ def check(ctx: RuleContext) -> None:
     index = ctx.index
     seqs = sequences(index)
     reported: Set[cst.CSTNode] = set()
-    for loop in index.loops:
+    for loop in reversed(index.loops):  # inner loops first: the fix moves a line within its own loop
         sites = seqs.iteration(loop)
         if not sites:
             continue
