@@ -77,8 +77,8 @@ class BadInputData(Check):
                 sc = self.scales[where.loader] = _Scale()
             if not sc.done and sc.asked < self.scale_batches and x.dim() >= 2 and x.shape[1] >= 2:
                 sc.asked += 1
-                feats = x.detach().transpose(0, 1).reshape(x.shape[1], -1).float()
-                rms = feats.nan_to_num(0.0, 0.0, 0.0).pow(2).mean(1).sqrt()
+                dims = [0] + list(range(2, x.dim()))  # every dimension but the features'
+                rms = x.detach().float().nan_to_num(0.0, 0.0, 0.0).pow(2).mean(dim=dims).sqrt()
         if finite is not None or rms is not None:
             self.pending.append((where, finite, rms))
 

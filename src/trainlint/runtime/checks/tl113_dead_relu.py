@@ -68,7 +68,9 @@ class DeadRelu(Check):
         if self.site is None:
             self.site = self.ctx.sites.find(1)
         with torch.no_grad():
-            alive = (x.detach() > 0).transpose(0, 1).reshape(x.shape[1], -1).any(1)
+            alive = (x.detach() > 0).any(0)  # units (and positions) active for some sample
+            if alive.dim() > 1:
+                alive = alive.flatten(1).any(1)  # a channel is alive if active anywhere
             dead = 1.0 - alive.float().mean()
         s.units = int(x.shape[1])
         self.pending.append((s, step, self.ctx.epoch(), dead))
