@@ -240,5 +240,35 @@ def run(module, output_format, output_file, report, select, ignore, every, confi
     )
 
 
+@main.command("server", context_settings=CONTEXT, short_help="Run the Language Server (LSP over stdio) for editors.")
+@click.option("--stdio", is_flag=True, help="Talk over standard input/output (the default and only transport; accepted for clients that pass it).")
+@click.option("--debounce", type=click.IntRange(0), default=100, show_default=True, metavar="MS", help="Lint this long after the last change while typing.")
+@click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="Use this configuration file for every document instead of discovering one.")
+@click.option("--log-file", type=click.Path(dir_okay=False), metavar="PATH", help="Write the server's log there instead of standard error.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every message (debugging a client set-up).")
+def server(stdio, debounce, config_path, log_file, verbose):
+    """Run the Language Server for editors (LSP over standard input/output).
+
+    Findings appear as you type in .py files and Jupyter notebooks, with the rule's page linked; code
+    actions apply a finding's fix (unsafe ones are labelled), fix all safe fixes
+    (source.fixAll.trainlint) or add `# noqa: TLxxx`. The configuration ([tool.trainlint] in
+    pyproject.toml, trainlint.toml) is found per file as for `trainlint check` and reloaded when it
+    changes. Start it from the editor, not by hand; README's "Editors" section has the set-ups for
+    VS Code, Neovim, Helix and Emacs. Needs pygls: pip install "trainlint[lsp]".
+
+    \b
+    Example (Neovim):
+      vim.lsp.start({ name = "trainlint", cmd = { "trainlint", "server" } })
+    """
+    try:
+        import pygls  # noqa: F401  (only checked here: the linter itself never needs it)
+    except ImportError:
+        click.echo('trainlint: error: `trainlint server` needs pygls; install it with: pip install "trainlint[lsp]"', err=True)
+        sys.exit(EXIT_ERROR)
+    from trainlint.server import serve
+
+    sys.exit(serve(debounce_ms=debounce, config_path=config_path, log_file=log_file, verbose=verbose))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

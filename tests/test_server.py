@@ -1,0 +1,344 @@
+"""`trainlint server`: the real server as a subprocess, spoken to over stdio with JSON-RPC.
+
+Every wait has a generous timeout (a loaded 2-core machine) and nothing is timed: the benchmark
+(benchmarks/lsp_latency.py) measures latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("pygls")
+
+from pygls.uris import from_fs_path  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPO, "examples", "train.py")
+WAIT = 20.0
+
+
+class Client:
+    """A minimal LSP client: framing, a reader thread, requests, and answers to the server's requests."""
+
+    def __init__(self, cwd: str, *args: str):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trainlint", "server", "--debounce", "20", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env)
+        self.messages: "queue.Queue[dict]" = queue.Queue()
+        self.seen: list = []  # every message read so far
+        self.next_id = 0
+        self.applied_edits: list = []
+        self.stderr_lines: list = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _drain_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.decode("utf-8", "replace"))
+
+    def _read(self):
+        out = self.proc.stdout
+        while True:
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    return
+                line = line.strip()
+                if not line:
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = out.read(length)
+            msg = json.loads(body)
+            if "method" in msg and "id" in msg:  # a request from the server: answer it
+                if msg["method"] == "workspace/applyEdit":
+                    self.applied_edits.append(msg["params"])
+                    self.send_raw({"jsonrpc": "2.0", "id": msg["id"], "result": {"applied": True}})
+                else:
+                    self.send_raw({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+            self.messages.put(msg)
+
+    def send_raw(self, obj) -> None:
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode("utf-8")
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def notify(self, method: str, params) -> None:
+        self.send_raw({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def send_request(self, method: str, params) -> int:
+        self.next_id += 1
+        self.send_raw({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return self.next_id
+
+    def wait_for(self, pred, timeout: float = WAIT, what: str = "a message"):
+        for msg in self.seen:
+            if pred(msg):
+                self.seen.remove(msg)
+                return msg
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {what}; stderr:\n{''.join(self.stderr_lines)[-3000:]}")
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                continue
+            if pred(msg):
+                return msg
+            self.seen.append(msg)
+
+    def request(self, method: str, params):
+        msg_id = self.send_request(method, params)
+        return self.wait_for(lambda m: m.get("id") == msg_id and "method" not in m, what=f"the answer to {method}")
+
+    def diagnostics(self, uri: str, version=None):
+        """The next publishDiagnostics for `uri` (for `version`, when given)."""
+        return self.wait_for(
+            lambda m: m.get("method") == "textDocument/publishDiagnostics" and m["params"]["uri"] == uri
+            and (version is None or m["params"].get("version") == version),
+            what=f"diagnostics for {uri} (version {version})")["params"]["diagnostics"]
+
+    def initialize(self, root: str, **caps):
+        capabilities = {
+            "workspace": {"didChangeWatchedFiles": {"dynamicRegistration": True}, "applyEdit": True},
+            "textDocument": {"codeAction": {"codeActionLiteralSupport": {"codeActionKind": {"valueSet": [
+                "quickfix", "source", "source.fixAll"]}}}},
+        }
+        capabilities.update(caps)
+        r = self.request("initialize", {"processId": os.getpid(), "rootUri": from_fs_path(root),
+                                        "capabilities": capabilities})
+        self.notify("initialized", {})
+        return r["result"]
+
+    def close(self) -> int:
+        try:
+            r = self.request("shutdown", None)
+            assert "error" not in r, r
+            self.notify("exit", None)
+            return self.proc.wait(timeout=WAIT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def apply_edits(text: str, edits) -> str:
+    """Apply LSP TextEdits (UTF-16 positions; ASCII here) to a text, last first."""
+    lines = text.split("\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+
+    def off(pos):
+        return starts[pos["line"]] + pos["character"] if pos["line"] < len(starts) else len(text)
+
+    for e in sorted(edits, key=lambda e: (e["range"]["start"]["line"], e["range"]["start"]["character"]), reverse=True):
+        text = text[: off(e["range"]["start"])] + e["newText"] + text[off(e["range"]["end"]):]
+    return text
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "demo"\n\n[tool.trainlint]\nignore = ["TL002"]\n')
+    shutil.copy(EXAMPLE, tmp_path / "train.py")
+    return tmp_path
+
+
+def _codes(diags):
+    return sorted(d["code"] for d in diags)
+
+
+def test_script_diagnostics_code_actions_and_change(project):
+    path = str(project / "train.py")
+    uri = from_fs_path(path)
+    text = (project / "train.py").read_text()
+    client = Client(str(project))
+    try:
+        result = client.initialize(str(project))
+        caps = result["capabilities"]
+        assert caps["codeActionProvider"]
+        assert "source.fixAll.trainlint" in caps["codeActionProvider"]["codeActionKinds"]
+        assert result["serverInfo"]["name"] == "trainlint"
+        # the server asks to watch the configuration files and the project's modules
+        client.wait_for(lambda m: m.get("method") == "client/registerCapability", what="registerCapability")
+
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
+        diags = client.diagnostics(uri, 1)
+        # what `trainlint train.py` finds, less TL002 (ignored by the project's configuration)
+        assert _codes(diags) == ["TL001", "TL003", "TL004", "TL005"]
+        tl005 = next(d for d in diags if d["code"] == "TL005")
+        assert tl005["source"] == "trainlint" and tl005["severity"] == 1
+        assert tl005["codeDescription"]["href"].endswith("rules/TL005-optimizer-eps-underflow.md")
+        line37 = text.split("\n")[36]
+        assert tl005["range"]["start"] == {"line": 36, "character": line37.index("torch.optim.Adam")}
+
+        # code actions on TL005's line: its safe fix (preferred quickfix) and the noqa suppression
+        r = client.request("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": tl005["range"],
+                                                       "context": {"diagnostics": [tl005]}})
+        actions = r["result"]
+        fix = next(a for a in actions if a["title"].startswith("TL005:"))
+        assert fix["kind"] == "quickfix" and fix["isPreferred"] is True
+        fixed = apply_edits(text, fix["edit"]["changes"][uri])
+        assert "eps=1e-4" in fixed.split("\n")[36] or "eps=" in fixed.split("\n")[36]
+        noqa = next(a for a in actions if "noqa" in a["title"] and "TL005" in a["title"])
+        suppressed = apply_edits(text, noqa["edit"]["changes"][uri])
+        assert suppressed.split("\n")[36].endswith("  # noqa: TL005")
+
+        # an unsafe fix is offered under its own kind, labelled
+        tl001 = next(d for d in diags if d["code"] == "TL001")
+        r = client.request("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": tl001["range"],
+                                                       "context": {"diagnostics": [tl001]}})
+        unsafe = next(a for a in r["result"] if a["title"].startswith("TL001:"))
+        assert unsafe["kind"] == "quickfix.unsafe.trainlint" and "unsafe" in unsafe["title"]
+        assert not unsafe.get("isPreferred")
+
+        # source.fixAll.trainlint: every safe fix (only TL005's here), nothing unsafe
+        r = client.request("textDocument/codeAction", {
+            "textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}},
+            "context": {"diagnostics": [], "only": ["source.fixAll"]}})
+        (fix_all,) = r["result"]
+        assert fix_all["kind"] == "source.fixAll.trainlint"
+        all_fixed = apply_edits(text, fix_all["edit"]["changes"][uri])
+        assert all_fixed == fixed
+
+        # didChange (incremental) with the suppression: TL005 disappears, the rest stays
+        edit = noqa["edit"]["changes"][uri][0]
+        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                                 "contentChanges": [{"range": edit["range"], "text": edit["newText"]}]})
+        assert _codes(client.diagnostics(uri, 2)) == ["TL001", "TL003", "TL004"]
+
+        # the command applies all safe fixes through workspace/applyEdit
+        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3},
+                                                 "contentChanges": [{"text": text}]})
+        assert _codes(client.diagnostics(uri, 3)) == ["TL001", "TL003", "TL004", "TL005"]
+        r = client.request("workspace/executeCommand", {"command": "trainlint.applyFixAll", "arguments": [uri]})
+        assert "error" not in r, r
+        (applied,) = client.applied_edits
+        assert apply_edits(text, applied["edit"]["changes"][uri]) == fixed
+
+        # saving: linted again, same findings
+        client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+        assert _codes(client.diagnostics(uri, 3)) == ["TL001", "TL003", "TL004", "TL005"]
+        client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+        assert client.diagnostics(uri) == []
+        assert client.close() == 0
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+
+
+NOTEBOOK_CELLS = [
+    ("markdown", "# Training\n"),
+    ("python", "import torch\nmodel = torch.nn.Linear(4, 2).half()\n"),
+    ("python", "%matplotlib inline\noptimizer = torch.optim.Adam(model.parameters(), lr=1e-3)\n"),
+]
+
+
+def _notebook_open(uri, cells):
+    cell_uris = [f"{uri}#cell{i}" for i in range(len(cells))]
+    return cell_uris, {
+        "notebookDocument": {
+            "uri": uri, "notebookType": "jupyter-notebook", "version": 1,
+            "cells": [{"kind": 1 if lang == "markdown" else 2, "document": cu}
+                      for cu, (lang, _) in zip(cell_uris, cells)],
+        },
+        "cellTextDocuments": [{"uri": cu, "languageId": lang, "version": 1, "text": text}
+                              for cu, (lang, text) in zip(cell_uris, cells)],
+    }
+
+
+def test_notebook_diagnostics_per_cell_and_fixes(tmp_path):
+    nb_path = str(tmp_path / "train.ipynb")
+    uri = from_fs_path(nb_path)
+    client = Client(str(tmp_path))
+    try:
+        client.initialize(str(tmp_path))
+        cell_uris, params = _notebook_open(uri, NOTEBOOK_CELLS)
+        client.notify("notebookDocument/didOpen", params)
+        # one diagnostic set per cell; TL005 in the third cell, on its own row (the magic is kept)
+        sets = {cu: client.diagnostics(cu) for cu in cell_uris}
+        assert sets[cell_uris[0]] == [] and sets[cell_uris[1]] == []
+        (d,) = sets[cell_uris[2]]
+        assert d["code"] == "TL005" and d["range"]["start"]["line"] == 1
+        text = NOTEBOOK_CELLS[2][1]
+        r = client.request("textDocument/codeAction", {"textDocument": {"uri": cell_uris[2]}, "range": d["range"],
+                                                       "context": {"diagnostics": [d]}})
+        fix = next(a for a in r["result"] if a["title"].startswith("TL005:"))
+        assert list(fix["edit"]["changes"]) == [cell_uris[2]]
+        fixed = apply_edits(text, fix["edit"]["changes"][cell_uris[2]])
+        assert fixed.startswith("%matplotlib inline\n") and "eps=" in fixed
+        noqa = next(a for a in r["result"] if "noqa" in a["title"])
+        assert apply_edits(text, noqa["edit"]["changes"][cell_uris[2]]).split("\n")[1].endswith("# noqa: TL005")
+
+        # a change in a cell: the fixed text gives no finding
+        client.notify("notebookDocument/didChange", {
+            "notebookDocument": {"uri": uri, "version": 2},
+            "change": {"cells": {"textContent": [{"document": {"uri": cell_uris[2], "version": 2},
+                                                  "changes": [{"text": fixed}]}]}}})
+        assert client.diagnostics(cell_uris[2], 2) == []
+        client.notify("notebookDocument/didClose", {"notebookDocument": {"uri": uri},
+                                                    "cellTextDocuments": [{"uri": cu} for cu in cell_uris]})
+        assert client.close() == 0
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+
+
+def test_garbage_input_gets_errors_and_the_server_stays_up(tmp_path):
+    client = Client(str(tmp_path))
+    try:
+        client.initialize(str(tmp_path))
+        # malformed JSON: a parse error (id null)
+        client.send_raw(b"{this is not json")
+        err = client.wait_for(lambda m: "error" in m and m.get("id") is None, what="a parse error")
+        assert err["error"]["code"] == -32700
+        # valid JSON that is no JSON-RPC message
+        client.send_raw(b"[1, 2, 3]")
+        err = client.wait_for(lambda m: "error" in m and m.get("id") is None and m["error"]["code"] == -32600,
+                              what="an invalid-request error")
+        # an unknown method: MethodNotFound; an unknown notification: ignored
+        r = client.request("trainlint/noSuchMethod", {})
+        assert r["error"]["code"] == -32601
+        client.notify("$/noSuchNotification", {})
+        # a request whose params do not fit: InvalidParams, answered with its id
+        r = client.request("textDocument/codeAction", {"textDocument": 42})
+        assert r["error"]["code"] in (-32602, -32603)
+        # a change to a document never opened, a command without its argument
+        client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///nowhere.py", "version": 2},
+                                                 "contentChanges": [{"text": "x"}]})
+        r = client.request("workspace/executeCommand", {"command": "trainlint.applyFixAll", "arguments": []})
+        assert "error" in r
+        # a document that does not parse: TL000 at CPython's location
+        uri = from_fs_path(str(tmp_path / "broken.py"))
+        broken = ("import torch\noptimizer = torch.optim.Adam(model.parameters(\n"
+                  "for x in loader:\n    loss.backward()\n    optimizer.step()\n")
+        client.notify("textDocument/didOpen", {"textDocument": {
+            "uri": uri, "languageId": "python", "version": 1, "text": broken}})
+        (d,) = client.diagnostics(uri, 1)
+        assert d["code"] == "TL000" and d["range"]["start"]["line"] == 1 and "never closed" in d["message"]
+        r = client.request("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": d["range"],
+                                                       "context": {"diagnostics": [d]}})
+        assert r["result"] == []
+        # still serving: a real lint after all that
+        good = from_fs_path(str(tmp_path / "ok.py"))
+        client.notify("textDocument/didOpen", {"textDocument": {
+            "uri": good, "languageId": "python", "version": 1, "text": open(EXAMPLE).read()}})
+        assert len(client.diagnostics(good, 1)) == 5
+        assert client.proc.poll() is None
+        assert client.close() == 0
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
