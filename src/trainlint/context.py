@@ -57,10 +57,35 @@ class RuleContext:
         return Location(row, col)
 
     def insert_after_last_arg(self, call: cst.Call, text: str) -> Optional[Edit]:
+        """Add an argument (`text` is `", name=value"`) after the last one, in the call's own style: on a
+        line of its own, indented like the last argument, when the call puts its `)` on a line of its
+        own (keeping a trailing comma style); else `, name=value` right after the last argument."""
         if not call.args:
             return None
-        end = self.end_with_parens(call.args[-1].value)
-        return Edit(text, end, end)
+        last = call.args[-1]
+        end = self.end_with_parens(last.value)
+        _, call_end = self.range(call)
+        lines = self.lines
+        start_i = lines.offset(end.row, end.column)
+        close_i = self.text.rfind(")", start_i, lines.offset(call_end.row, call_end.column))
+        between = self.text[start_i:close_i] if close_i >= 0 else ""
+        if "\n" not in between:
+            return Edit(text, end, end)
+        arg = text[2:] if text.startswith(", ") else text.lstrip(", ")
+        indent = self.indent_of(last.value)
+        stripped = between.lstrip(" \t")
+        if stripped.startswith(","):  # a trailing comma: the new argument goes on the next line, with its own
+            comma_i = start_i + (len(between) - len(stripped))
+            at_i = comma_i + 1
+            eol = min((i for i in (self.text.find("\r", at_i), self.text.find("\n", at_i)) if i >= 0),
+                      default=len(self.text))
+            rest = self.text[at_i:eol]
+            if rest.strip().startswith("#"):  # keep a comment on the line it belongs to
+                at_i += len(rest)
+            row, col = lines.position(at_i)
+            at = Location(row, col)
+            return Edit(f"\n{indent}{arg},", at, at)
+        return Edit(f",\n{indent}{arg}", end, end)
 
     def indent_of(self, node: cst.CSTNode) -> str:
         start, _ = self.range(node)

@@ -13,24 +13,24 @@ from torch.utils.data import DataLoader
 """
 
 BAD = {
-    "sum_reduction_loss": HEAD + """
-crit = nn.MSELoss(reduction="sum")
+    "mean_divided_by_batch_length": HEAD + """
+crit = nn.MSELoss()
 
 def train(ds, model, optimizer):
     loader = DataLoader(ds, batch_size=64, shuffle=True)  # expect: TL004
     for x, y in loader:
         optimizer.zero_grad()
-        loss = crit(model(x), y)
+        loss = crit(model(x), y) / len(x)
         loss.backward()
         optimizer.step()
 """,
-    "divided_by_configured_batch_size": HEAD + """
+    "mean_divided_by_batch_shape": HEAD + """
 def train(args, ds, model, optimizer):
     train_loader = DataLoader(ds, batch_size=args.batch_size, num_workers=4)  # expect: TL004
     for epoch in range(args.epochs):
         for x, y in train_loader:
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y, reduction="sum") / args.batch_size
+            loss = F.cross_entropy(model(x), y) / x.shape[0]
             loss.backward()
             optimizer.step()
 """,
@@ -50,19 +50,19 @@ def fit(ds, model, opt):
     loader = DataLoader(ds, batch_size=32, shuffle=True, drop_last=False)  # expect: TL004
     for x, y in loader:
         opt.zero_grad()
-        ((model(x) - y) ** 2).sum().backward()
+        (((model(x) - y) ** 2).mean() / x.shape[0]).backward()
         opt.step()
 """,
     "self_attribute_loader": HEAD + """
 class Trainer:
     def __init__(self, ds):
         self.train_loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)  # expect: TL004
-        self.crit = nn.L1Loss(reduction="sum")
+        self.crit = nn.L1Loss()
 
     def epoch(self):
         for x, y in self.train_loader:
             self.optimizer.zero_grad()
-            loss = self.crit(self.model(x), y)
+            loss = self.crit(self.model(x), y) / x.size(0)
             loss.backward()
             self.optimizer.step()
 """,
@@ -74,15 +74,15 @@ def main(model, opt):
     loader = DataLoader(ds, batch_size=100, shuffle=True)  # expect: TL004
     for x, y in loader:
         opt.zero_grad()
-        loss = F.mse_loss(model(x), y, reduction="sum")
+        loss = F.mse_loss(model(x), y) / x.size(0)
         loss.backward()
         opt.step()
 """,
-    "vae_loss_helper_sums": HEAD + """
+    "loss_helper_averages_twice": HEAD + """
 def loss_function(recon_x, x, mu, logvar):
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    return bce + kld
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784))
+    kld = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+    return (bce + kld) / x.size(0)
 
 def train(model, optimizer, mnist):
     train_loader = DataLoader(mnist, batch_size=128, shuffle=True)  # expect: TL004
@@ -93,11 +93,103 @@ def train(model, optimizer, mnist):
         loss.backward()
         optimizer.step()
 """,
-    "scaler_backward": HEAD + """
-sum_loss = nn.BCELoss(reduction="sum")
+    "scaler_backward_of_a_twice_averaged_loss": HEAD + """
+sum_loss = nn.BCELoss()
 
 def train(ds, model, optimizer, scaler):
     loader = DataLoader(ds, batch_size=8, shuffle=True, pin_memory=True)  # expect: TL004
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda"):
+            loss = sum_loss(model(x), y) / x.size(0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+}
+
+GOOD = {
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "sum_reduction_loss_weighs_samples_alike": HEAD + """
+crit = nn.MSELoss(reduction="sum")
+
+def train(ds, model, optimizer):
+    loader = DataLoader(ds, batch_size=64, shuffle=True)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        optimizer.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "divided_by_configured_batch_size_weighs_samples_alike": HEAD + """
+def train(args, ds, model, optimizer):
+    train_loader = DataLoader(ds, batch_size=args.batch_size, num_workers=4)
+    for epoch in range(args.epochs):
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y, reduction="sum") / args.batch_size
+            loss.backward()
+            optimizer.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "explicit_drop_last_false_weighs_samples_alike": HEAD + """
+def fit(ds, model, opt):
+    loader = DataLoader(ds, batch_size=32, shuffle=True, drop_last=False)
+    for x, y in loader:
+        opt.zero_grad()
+        ((model(x) - y) ** 2).sum().backward()
+        opt.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "self_attribute_loader_weighs_samples_alike": HEAD + """
+class Trainer:
+    def __init__(self, ds):
+        self.train_loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)
+        self.crit = nn.L1Loss(reduction="sum")
+
+    def epoch(self):
+        for x, y in self.train_loader:
+            self.optimizer.zero_grad()
+            loss = self.crit(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "dataset_not_divisible_weighs_samples_alike": HEAD + """
+from torch.utils.data import TensorDataset
+
+def main(model, opt):
+    ds = TensorDataset(torch.randn(1010, 8), torch.randn(1010, 1))
+    loader = DataLoader(ds, batch_size=100, shuffle=True)
+    for x, y in loader:
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y, reduction="sum")
+        loss.backward()
+        opt.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "vae_loss_helper_sums_weighs_samples_alike": HEAD + """
+def loss_function(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+def train(model, optimizer, mnist):
+    train_loader = DataLoader(mnist, batch_size=128, shuffle=True)
+    for data, _ in train_loader:
+        optimizer.zero_grad()
+        recon, mu, logvar = model(data)
+        loss = loss_function(recon, data, mu, logvar)
+        loss.backward()
+        optimizer.step()
+""",
+    # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
+    "scaler_backward_weighs_samples_alike": HEAD + """
+sum_loss = nn.BCELoss(reduction="sum")
+
+def train(ds, model, optimizer, scaler):
+    loader = DataLoader(ds, batch_size=8, shuffle=True, pin_memory=True)
     for x, y in loader:
         optimizer.zero_grad()
         with torch.autocast("cuda"):
@@ -106,10 +198,17 @@ def train(ds, model, optimizer, scaler):
         scaler.step(optimizer)
         scaler.update()
 """,
-}
-
-GOOD = {
-    "drop_last_true": BAD["sum_reduction_loss"].replace("shuffle=True)", "shuffle=True, drop_last=True)"),
+    # A batch mean divided by a constant only rescales every batch alike (the learning rate), no spike.
+    "mean_divided_by_configured_batch_size": HEAD + """
+def train(args, ds, model, optimizer):
+    train_loader = DataLoader(ds, batch_size=args.batch_size, num_workers=4)
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y) / args.batch_size
+        loss.backward()
+        optimizer.step()
+""",
+    "drop_last_true": BAD["mean_divided_by_batch_length"].replace("shuffle=True)", "shuffle=True, drop_last=True)"),
     "mean_reduced_loss": HEAD + """
 def train(ds, model, optimizer):
     loader = DataLoader(ds, batch_size=64, shuffle=True)
@@ -185,8 +284,8 @@ test_bad, test_good = case_tests(C, BAD, GOOD)
 def test_message_says_why():
     from helpers import lint
 
-    (d,) = lint(BAD["divided_by_configured_batch_size"], C)
-    assert "args.batch_size" in d.message and "drop_last=True" in d.message
+    (d,) = lint(BAD["double_reduction"], C)
+    assert "twice" in d.message and "drop_last=True" in d.message and "larger" in d.message
 
 
 @pytest.mark.parametrize("name", BAD)

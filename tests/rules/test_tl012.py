@@ -314,7 +314,8 @@ def test_fix_multi_line_call_keeps_layout():
             def forward(this, x):
                 x = F.dropout(
                     x,
-                    p=this.p, training=this.training,  # rate
+                    p=this.p,  # rate
+                    training=this.training,
                 )
                 return x
         """,

@@ -22,6 +22,7 @@ import libcst as cst
 from trainlint.analysis.expr import Resolver, additive_terms, is_number, is_smoothing_term, is_sum
 from trainlint.analysis.index import method_name
 from trainlint.context import RuleContext
+from trainlint.diagnostics import Edit
 
 CODE = "TL002"
 # A division, and a word that names a smoothing term or an overlap (not `tp` in `http`, `inter` in
@@ -174,10 +175,16 @@ def _fix(ctx: RuleContext, num: cst.BaseExpression, term: cst.BaseExpression):
     if found is None:
         return None
     binop, other = found
+    # Edit the smallest range (` + smooth`, or `smooth + `), never re-render the overlap: its layout stays.
     # Positions exclude a node's own parentheses, so they stay around the shortened numerator.
-    content = ctx.index.code(other).strip()
-    return ctx.fix("unsafe", f"Remove `{ctx.index.code(term).strip()}` from the numerator",
-                   ctx.replace(binop, content))
+    start, end = ctx.range(binop)
+    if binop.left is other:
+        edit = Edit("", ctx.end_with_parens(other), end)
+    elif not other.lpar:
+        edit = Edit("", start, ctx.range(other)[0])
+    else:
+        edit = ctx.replace(binop, ctx.index.code(other).strip())
+    return ctx.fix("unsafe", f"Remove `{ctx.index.code(term).strip()}` from the numerator", edit)
 
 
 def _parent_sum(node: cst.BaseExpression, term) -> Optional[Tuple[cst.BinaryOperation, cst.BaseExpression]]:

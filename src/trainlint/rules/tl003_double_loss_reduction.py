@@ -23,6 +23,7 @@ from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, call_arg, method_name
 from trainlint.analysis.losses import Losses, branches_on_reduction, loader_batch_sizes
 from trainlint.context import RuleContext
+from trainlint.diagnostics import Edit
 
 CODE = "TL003"
 PREFILTER = (
@@ -46,11 +47,16 @@ def check(ctx: RuleContext) -> None:
     sizes = loader_batch_sizes(index)
     for node, value, denom in double_reductions(index, names, sizes):
         fix = _fix(ctx, node, value)
+        scope = index.scope.get(node)
+        if Losses(index, scope, names).actual_batch_length(denom):
+            effect = ("the gradient scales with 1/batch size, so the short last batch of each epoch gets a "
+                      "larger step")
+        else:
+            effect = "the loss and the effective learning rate shrink with the configured batch size"
         ctx.report(
             node,
-            f"`{index.code(value).strip()}` is already averaged over the batch; dividing it by "
-            f"`{index.code(denom).strip()}` averages twice, so the loss scales with 1/batch size and the "
-            "short last batch of each epoch spikes. Drop the division (or use reduction=\"sum\")",
+            f"`{index.code(value).strip()}` is already averaged over the batch and is divided by "
+            f"`{index.code(denom).strip()}` again: {effect}",
             fix=fix,
         )
     _check_keras(ctx)
@@ -117,8 +123,16 @@ def _fix(ctx: RuleContext, node, value):
                 return ctx.fix("unsafe", "Remove the second division by the batch size", ctx.replace(node, "pass"))
             return ctx.fix("unsafe", "Remove the second division by the batch size", ctx.delete_statement_line(line))
         return None
-    return ctx.fix("unsafe", "Remove the second division by the batch size",
-                   ctx.replace(node, index.code(value).strip()))
+    # Edit the smallest range (` / x.size(0)`), never re-render the loss expression: its layout stays.
+    if isinstance(node, cst.BinaryOperation) and node.left is value:
+        _, end = ctx.range(node)
+        edit = Edit("", ctx.end_with_parens(value), end)
+    elif isinstance(node, cst.BinaryOperation) and node.right is value and not value.lpar:
+        start, _ = ctx.range(node)
+        edit = Edit("", start, ctx.range(value)[0])
+    else:
+        edit = ctx.replace(node, index.code(value).strip())
+    return ctx.fix("unsafe", "Remove the second division by the batch size", edit)
 
 
 # -- Keras --------------------------------------------------------------------------------------------

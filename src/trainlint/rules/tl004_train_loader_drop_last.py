@@ -71,8 +71,7 @@ def check(ctx: RuleContext) -> None:
                 call,
                 f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch (no "
                 f"drop_last=True) while the loss backpropagated at line {ctx.range(where)[0].row} {why}: that "
-                "batch's loss has a different scale, a spike once per epoch. Pass drop_last=True, or make the "
-                "loss independent of the batch size",
+                "batch's gradient is larger by batch_size / its length, a spike once per epoch",
                 fix=fix,
             )
             continue
@@ -205,14 +204,19 @@ def _batch_dependence(index: ModuleIndex, analysis, loop, names, bs_literal):
 
 
 def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
+    """Why the short batch's loss is off-scale: only a batch mean divided again by the batch's own
+    length is (its gradient grows by batch_size / len(short batch)). A sum, or a sum or a mean divided
+    by a fixed batch size, weighs every sample alike or rescales every batch alike: nothing spikes."""
     if depth > 5:
         return None
     if isinstance(expr, cst.Name):
         vals = losses.index.values_of(expr.value, losses.scope)
-        if any(_normalised(losses, v) for v in vals):
-            return None
         for v in vals:
             if isinstance(v, cst.AugAssign):
+                if isinstance(v.operator, cst.DivideAssign) and losses.actual_batch_length(v.value):
+                    i = vals.index(v)
+                    if i > 0 and losses.reduction(vals[i - 1]) == "mean":
+                        return "is averaged over the batch twice (see TL003)"
                 continue
             why = _dependence(losses, v, sizes, depth + 1)
             if why:
@@ -221,17 +225,16 @@ def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
     if isinstance(expr, cst.BinaryOperation):
         if isinstance(expr.operator, cst.Divide):
             if losses.actual_batch_length(expr.right):
-                if losses.reduction(expr.left) == "mean":
+                left = expr.left
+                if isinstance(left, cst.Name) and len(losses.index.values_of(left.value, losses.scope)) > 1:
+                    left = losses.index.reaching_value(left.value, losses.scope, expr) or left
+                if losses.reduction(left) == "mean":
                     return "is averaged over the batch twice (see TL003)"
                 return None
-            if losses.configured_batch_size(expr.right, sizes):
-                return f"is divided by the fixed batch size `{losses.index.code(expr.right).strip()}`"
             return _dependence(losses, expr.left, sizes, depth + 1)
         if isinstance(expr.operator, (cst.Add, cst.Subtract, cst.Multiply)):
             return _dependence(losses, expr.left, sizes, depth + 1) or _dependence(losses, expr.right, sizes, depth + 1)
         return None
-    if losses.reduction(expr) == "sum":
-        return "is a sum over the batch"
     if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name):
         fn = losses.index.functions.get(expr.func.value)
         if fn is not None:  # a loss helper of this module: judge what it returns
@@ -241,13 +244,10 @@ def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
                     why = _dependence(inner, node.value, sizes, depth + 1)
                     if why:
                         return why
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in ("mean", "sum") \
+            and not expr.args:
+        return None
     return None
-
-
-def _normalised(losses: Losses, v) -> bool:
-    if isinstance(v, cst.AugAssign) and isinstance(v.operator, cst.DivideAssign):
-        return losses.actual_batch_length(v.value)
-    return False
 
 
 def _fix(ctx: RuleContext, call: cst.Call, drop: Optional[cst.Arg]):
