@@ -313,3 +313,45 @@ def test_recursive_loss_helpers_terminate():
             return loss_of(model, batch)
     """
     assert found(code, ["TL003"]) == set()
+
+
+KERAS_TAPE = """
+    import tensorflow as tf
+
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True{reduction})
+    for x, y in dataset:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits) / tf.cast(tf.shape(x)[0], tf.float32){marker}
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+"""
+
+
+def test_keras_loss_object_in_a_gradient_tape_loop_divided_by_the_batch():
+    from helpers import expected, found
+
+    code = KERAS_TAPE.format(reduction="", marker="  # expect: TL003")
+    assert found(code, C) == expected(code, C) != set()
+
+
+@pytest.mark.parametrize("reduction", [", reduction=tf.keras.losses.Reduction.SUM", ', reduction="sum"',
+                                       ', reduction="none"'])
+def test_keras_sum_or_per_sample_losses_divided_once(reduction):
+    from helpers import found
+
+    assert found(KERAS_TAPE.format(reduction=reduction, marker=""), C) == set()
+
+
+def test_keras_distributed_idiom_sum_over_global_batch():
+    from helpers import found
+
+    code = """
+        import tensorflow as tf
+        loss_obj = tf.keras.losses.CategoricalCrossentropy(reduction=tf.keras.losses.Reduction.NONE)
+
+        def compute_loss(labels, predictions):
+            per_example_loss = loss_obj(labels, predictions)
+            return tf.reduce_sum(per_example_loss) * (1.0 / GLOBAL_BATCH_SIZE)
+    """
+    assert found(code, C) == set()

@@ -141,6 +141,8 @@ def reduction_of(index: ModuleIndex, call: cst.Call, default: str = "mean", scop
                 return "sum"
             return None
         return default
+    if isinstance(arg.value, cst.Attribute) and arg.value.attr.value in ("SUM", "NONE", "SUM_OVER_BATCH_SIZE", "AUTO"):
+        return arg.value.attr.value.lower()  # Keras: tf.keras.losses.Reduction.SUM
     v = literal_value(index, arg.value, scope)
     return v if isinstance(v, str) else None
 

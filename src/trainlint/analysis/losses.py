@@ -101,6 +101,9 @@ class Losses:
             return m
         if q in ("torch.mean", "torch.sum") and not _has_dim(expr, 1):
             return last
+        if q.startswith(("tensorflow.", "tf.", "keras.", "K.")) and last in ("reduce_mean", "reduce_sum", "mean", "sum") \
+                and call_arg(expr, "axis", 1) is None and not any(a.star for a in expr.args):
+            return "mean" if last.endswith("mean") else "sum"
         if last in FUNCTIONAL_LOSSES and (q.startswith("torch.nn.functional.") or q.startswith("F.")):
             return _norm(reduction_of(idx, expr, scope=self.scope))
         if q == "sum" and len(expr.args) == 1:  # sum([crit(p, y) for p in outputs]): over outputs, not samples
@@ -239,8 +242,11 @@ class Losses:
         return reds.pop() if len(reds) == 1 else None
 
     def is_loss_class(self, call: cst.Call) -> bool:
+        """A PyTorch `nn.*Loss` or a Keras loss class (`tf.keras.losses.SparseCategoricalCrossentropy`)."""
         q = self.index.callee(call) or ""
         last = q.rsplit(".", 1)[-1]
+        if q.startswith(_KERAS_LOSSES) and last[:1].isupper() and last != "Reduction":
+            return True
         return q.startswith("torch.nn.") and bool(_LOSS_CLASS.match(last)) or q in (
             f"nn.{last}",) and bool(_LOSS_CLASS.match(last))
 
@@ -259,6 +265,9 @@ class Losses:
                 return not _BATCH_NAME_EXCLUDE.search(name)
             if q in ("float", "int") and len(expr.args) == 1:
                 return self.actual_batch_length(expr.args[0].value, depth + 1)
+            if (q or "").rsplit(".", 1)[-1] in ("cast", "to_float") and expr.args and \
+                    (q or "").startswith(("tensorflow.", "tf.", "keras.", "K.")):
+                return self.actual_batch_length(expr.args[0].value, depth + 1)
         if isinstance(expr, cst.Subscript) and len(expr.slice) == 1:
             sl = expr.slice[0].slice
             if isinstance(sl, cst.Index) and number_value(sl.value) == 0:
@@ -267,6 +276,9 @@ class Losses:
                     return True
                 if isinstance(base, cst.Call) and method_name(base) == "size" and not base.args:
                     return True
+                if isinstance(base, cst.Call) and (self.index.callee(base) or "") in (
+                        "tensorflow.shape", "tf.shape", "keras.backend.shape", "K.shape"):
+                    return True  # tf.shape(x)[0]
         if isinstance(expr, cst.Name):
             v = self.res.value(expr)
             if v is not expr:
@@ -288,8 +300,12 @@ class Losses:
         return self.actual_batch_length(expr) or self.configured_batch_size(expr, literal_sizes)
 
 
+_KERAS_LOSSES = ("tensorflow.keras.losses.", "tf.keras.losses.", "keras.losses.")
+
+
 def _norm(red: Optional[str]) -> Optional[str]:
-    if red in ("mean", "elementwise_mean", "batchmean"):
+    """PyTorch's reduction names, and Keras' (`sum_over_batch_size` and `auto` are its batch mean)."""
+    if red in ("mean", "elementwise_mean", "batchmean", "sum_over_batch_size", "auto"):
         return "mean"
     if red == "sum":
         return "sum"
