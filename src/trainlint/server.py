@@ -306,6 +306,8 @@ class TrainlintServer(LanguageServer):
         self.snapshots: Dict[str, Snapshot] = {}  # document or notebook uri -> last lint
         self.timers: Dict[str, asyncio.TimerHandle] = {}
         self.published_cells: Dict[str, List[str]] = {}  # notebook uri -> cell uris published to
+        self.generation: Dict[str, int] = {}  # uri -> number of the latest lint asked for
+        self.config_stamp: Dict[str, Any] = {}  # folder -> what its config files looked like when read
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -314,7 +316,8 @@ class TrainlintServer(LanguageServer):
         return str(getattr(enc, "value", enc) or "utf-16")
 
     def report_server_error(self, error: Exception, source) -> None:
-        from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcParseError
+        from pygls.exceptions import (FeatureNotificationError, FeatureRequestError, JsonRpcException,
+                                      JsonRpcParseError)
 
         if source is JsonRpcException and isinstance(error, ValueError):  # the body is not JSON
             err = JsonRpcParseError(f"parse error: {error}").to_response_error()
@@ -322,6 +325,11 @@ class TrainlintServer(LanguageServer):
             return
         if source is FeatureRequestError:
             return  # the request was answered with the error
+        if source is FeatureNotificationError:  # a notification we could not act on (a client's slip)
+            logger.warning("ignored a notification: %s: %s", type(error).__name__, error)
+            self.window_log_message(types.LogMessageParams(
+                type=types.MessageType.Warning, message=f"trainlint: ignored a notification: {error!r}"))
+            return
         logger.error("%s", error)
         self.window_show_message(types.ShowMessageParams(
             type=types.MessageType.Error, message=f"trainlint: internal error in the server: {error}"))
@@ -339,6 +347,11 @@ class TrainlintServer(LanguageServer):
 
     # -- configuration (worker thread) -----------------------------------------------------------
     def settings_for(self, path: str) -> Settings:
+        folder = os.path.dirname(os.path.abspath(path))
+        stamp = _config_stamp(folder, self.config_path)
+        if self.config_stamp.get(folder, stamp) != stamp:  # edited without an event reaching us
+            self.reload_config()
+        self.config_stamp[folder] = stamp
         if self.resolver is None:
             try:
                 self.resolver = ConfigResolver(self.config_path)
@@ -362,6 +375,7 @@ class TrainlintServer(LanguageServer):
     def reload_config(self) -> None:
         self.resolver = None
         self.config_errors_shown.clear()
+        self.config_stamp.clear()
 
     def is_excluded(self, path: str) -> bool:
         from trainlint.files import is_excluded
@@ -415,6 +429,7 @@ class TrainlintServer(LanguageServer):
         if self.is_excluded(path):
             snap.excluded = True
             return snap
+        self.check_deps(uri)
         result = safe_lint(text, path, snap.codes, snap.options)
         snap.diagnostics = snap.raw = result.diagnostics
         snap.deps = dict(result.deps)
@@ -438,6 +453,7 @@ class TrainlintServer(LanguageServer):
             return snap
         snap.notebook = nb
         snap.text = nb.text
+        self.check_deps(uri)
         result = safe_lint(nb.text, path, snap.codes, snap.options)
         snap.raw = result.diagnostics
         mapped = []
@@ -449,6 +465,13 @@ class TrainlintServer(LanguageServer):
         snap.diagnostics = mapped
         snap.deps = dict(result.deps)
         return snap
+
+    def check_deps(self, uri: str) -> None:
+        """Worker thread: forget project facts read from a module that changed on disk since the last lint
+        of `uri` (a change no event told us about: a `git checkout`, another editor)."""
+        prev = self.snapshots.get(_unquote(uri))
+        for dep in list(prev.deps) if prev is not None else []:
+            _forget_module(dep)
 
     async def fresh_snapshot(self, uri: str) -> Optional[Snapshot]:
         """The lint of the document (or notebook) as it is now; linted here if the last one is stale."""
@@ -496,11 +519,18 @@ class TrainlintServer(LanguageServer):
         self.timers[uri] = loop.call_later(delay, fire)
 
     async def lint_and_publish(self, uri: str) -> None:
+        gen = self.generation[uri] = self.generation.get(uri, 0) + 1
+
+        def current() -> bool:  # a newer lint of this document was asked for: this one is moot
+            return self.generation.get(uri) == gen
+
         if self.workspace.get_notebook_document(notebook_uri=uri) is not None:
             state = self.notebook_state(uri)
-            snap = await self.in_worker(self.lint_notebook, uri, *state)
+            if state is None:
+                return
+            snap = await self.in_worker(self.unless_moot, current, self.lint_notebook, uri, *state)
             now = self.notebook_state(uri)
-            if now is None or now[0] != snap.version:
+            if snap is None or now is None or now[0] != snap.version:
                 return  # changed meanwhile: the lint already scheduled publishes
             self.snapshots[uri] = snap
             self.publish_notebook(snap)
@@ -508,12 +538,16 @@ class TrainlintServer(LanguageServer):
         state = self.text_state(uri)
         if state is None:
             return
-        snap = await self.in_worker(self.lint_script, uri, *state)
+        snap = await self.in_worker(self.unless_moot, current, self.lint_script, uri, *state)
         now = self.text_state(uri)
-        if now is None or now[0] != snap.version or now[1] != snap.text:
+        if snap is None or now is None or now[0] != snap.version or now[1] != snap.text:
             return
         self.snapshots[uri] = snap
         self.publish_script(snap)
+
+    def unless_moot(self, current, fn, *args):
+        """Worker thread: run a scheduled lint unless a newer one for the same document is queued."""
+        return fn(*args) if current() else None
 
     # -- publishing --------------------------------------------------------------------------------
     def to_lsp(self, d: Diagnostic, lines: Lines) -> types.Diagnostic:
@@ -522,18 +556,18 @@ class TrainlintServer(LanguageServer):
         el, ec = lines.client(d.end_location.row, d.end_location.column, enc)
         if (el, ec) < (sl, sc):
             el, ec = sl, sc
+        if (el, ec) == (sl, sc):  # a point (TL000 at a syntax error): underline up to the line's end
+            ec = _units(lines.line(sl), enc)
+            if ec <= sc:
+                sc = max(0, sc - 1)
         known = d.code in CODES
-        message = d.message
-        if d.fix is not None:
-            message += f" (fix: {d.fix.message}" + ("; unsafe)" if d.fix.applicability != Applicability.SAFE else ")")
         return types.Diagnostic(
             range=types.Range(types.Position(sl, sc), types.Position(el, ec)),
-            message=message,
+            message=d.message,
             severity=types.DiagnosticSeverity.Warning if d.severity == "warning" else types.DiagnosticSeverity.Error,
             code=d.code,
             code_description=types.CodeDescription(href=rule_url(d.code)) if known else None,
             source=SOURCE,
-            data={"name": d.name, "fix": d.fix.applicability.value if d.fix else None},
         )
 
     def publish_script(self, snap: Snapshot) -> None:
@@ -732,6 +766,27 @@ def _forget_module(path: str, structural: bool = False) -> None:
             by_root.pop(root, None)
 
 
+def _config_stamp(folder: str, override: Optional[str]):
+    """The modification times of the configuration files that can apply to files of `folder` (cheap:
+    a few stat calls), to notice a changed configuration even without a watched-file event."""
+    paths = [override] if override else []
+    d = folder
+    while not override:
+        paths.extend(os.path.join(d, name) for name in CONFIG_FILES)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((p, st.st_mtime_ns, st.st_size))
+        except OSError:
+            pass
+    return tuple(out)
+
+
 def _log_task_error(task: "asyncio.Task") -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("lint task failed", exc_info=task.exception())
@@ -849,6 +904,8 @@ def serve(debounce_ms: int = DEFAULT_DEBOUNCE_MS, config_path: Optional[str] = N
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:  # pygls logs a traceback for every malformed message it is sent: keep the log readable
+        logging.getLogger("pygls").setLevel(logging.CRITICAL)
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # whatever prints by mistake must not corrupt the JSON-RPC stream
