@@ -77,9 +77,13 @@ class Client:
             if "method" in msg and "id" in msg:  # a request from the server: answer it
                 if msg["method"] == "workspace/applyEdit":
                     self.applied_edits.append(msg["params"])
-                    self.send_raw({"jsonrpc": "2.0", "id": msg["id"], "result": {"applied": True}})
+                    answer = {"applied": True}
                 else:
-                    self.send_raw({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+                    answer = None
+                try:
+                    self.send_raw({"jsonrpc": "2.0", "id": msg["id"], "result": answer})
+                except (OSError, ValueError):  # the test has closed the pipe already
+                    pass
             self.messages.put(msg)
 
     def send_raw(self, obj) -> None:
@@ -280,7 +284,9 @@ def test_notebook_diagnostics_per_cell_and_fixes(tmp_path):
     uri = from_fs_path(nb_path)
     client = Client(str(tmp_path))
     try:
-        client.initialize(str(tmp_path))
+        result = client.initialize(str(tmp_path), notebookDocument={"synchronization": {}})
+        sync = result["capabilities"]["notebookDocumentSync"]
+        assert sync["notebookSelector"][0]["cells"] == [{"language": "python"}]
         cell_uris, params = _notebook_open(uri, NOTEBOOK_CELLS)
         client.notify("notebookDocument/didOpen", params)
         # one diagnostic set per cell; TL005 in the third cell, on its own row (the magic is kept)
@@ -304,6 +310,22 @@ def test_notebook_diagnostics_per_cell_and_fixes(tmp_path):
             "change": {"cells": {"textContent": [{"document": {"uri": cell_uris[2], "version": 2},
                                                   "changes": [{"text": fixed}]}]}}})
         assert client.diagnostics(cell_uris[2], 2) == []
+
+        # a cell added at the end (with a finding), then deleted again
+        new_cell = f"{uri}#cell3"
+        client.notify("notebookDocument/didChange", {
+            "notebookDocument": {"uri": uri, "version": 3},
+            "change": {"cells": {"structure": {
+                "array": {"start": 3, "deleteCount": 0, "cells": [{"kind": 2, "document": new_cell}]},
+                "didOpen": [{"uri": new_cell, "languageId": "python", "version": 1,
+                             "text": "opt2 = torch.optim.AdamW(model.parameters())\n"}]}}}})
+        (d,) = client.diagnostics(new_cell)
+        assert d["code"] == "TL005" and d["range"]["start"]["line"] == 0
+        client.notify("notebookDocument/didChange", {
+            "notebookDocument": {"uri": uri, "version": 4},
+            "change": {"cells": {"structure": {"array": {"start": 3, "deleteCount": 1},
+                                               "didClose": [{"uri": new_cell}]}}}})
+        assert client.diagnostics(new_cell) == []  # the deleted cell's finding is cleared
         client.notify("notebookDocument/didClose", {"notebookDocument": {"uri": uri},
                                                     "cellTextDocuments": [{"uri": cu} for cu in cell_uris]})
         assert client.close() == 0
