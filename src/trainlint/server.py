@@ -308,6 +308,7 @@ class TrainlintServer(LanguageServer):
         self.published_cells: Dict[str, List[str]] = {}  # notebook uri -> cell uris published to
         self.generation: Dict[str, int] = {}  # uri -> number of the latest lint asked for
         self.config_stamp: Dict[str, Any] = {}  # folder -> what its config files looked like when read
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -343,7 +344,8 @@ class TrainlintServer(LanguageServer):
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     async def in_worker(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+        self.loop = asyncio.get_running_loop()
+        return await self.loop.run_in_executor(self.worker, fn, *args)
 
     # -- configuration (worker thread) -----------------------------------------------------------
     def settings_for(self, path: str) -> Settings:
@@ -365,12 +367,17 @@ class TrainlintServer(LanguageServer):
             return Settings(root=os.path.dirname(os.path.abspath(path)))
 
     def config_error(self, message: str) -> None:
+        """Worker thread: show a configuration error once (until the configuration changes)."""
         if message in self.config_errors_shown:
             return
         self.config_errors_shown.add(message)
-        self.window_show_message(types.ShowMessageParams(
+        params = types.ShowMessageParams(
             type=types.MessageType.Error,
-            message=f"trainlint: configuration error: {message} (linting with the default settings until it is fixed)"))
+            message=f"trainlint: configuration error: {message} (linting with the default settings until it is fixed)")
+        if self.loop is not None:  # written by the event loop's thread, never interleaved with its messages
+            self.loop.call_soon_threadsafe(self.window_show_message, params)
+        else:
+            self.window_show_message(params)
 
     def reload_config(self) -> None:
         self.resolver = None
@@ -693,7 +700,8 @@ class TrainlintServer(LanguageServer):
                 actions.append(types.CodeAction(
                     title="trainlint: fix all safe fixes" + (" (and unsafe: unsafe-fixes = true)" if snap.unsafe else ""),
                     kind=FIX_ALL_KIND, edit=edit))
-        elif not only and any(m.fix is not None for m, _ in pairs):
+        elif not only and any(m.fix is not None and (snap.unsafe or m.fix.applicability == Applicability.SAFE)
+                              for m, _ in pairs):
             # Listed in the light-bulb menu too, computed only when chosen (resolve) or applied by the
             # command, so that opening the menu stays cheap.
             actions.append(types.CodeAction(
