@@ -18,7 +18,7 @@ module-level name. `input` is the prediction argument of the call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import FrozenSet, Optional
 
 import libcst as cst
 
@@ -100,7 +100,12 @@ def loss_call(index: ModuleIndex, call: cst.Call) -> Optional[LossCall]:
         return LossCall(_KERAS_FUNCS[last], call, a.value if a else None, framework="keras")
     # a loss object called on a prediction: `criterion(out, y)`, `nn.CrossEntropyLoss()(out, y)`
     func = call.func
-    ctor = func if isinstance(func, cst.Call) else bound_value(index, func)
+    if isinstance(func, cst.Call):
+        ctor: Optional[cst.BaseExpression] = func
+    elif _leaf(func) in _loss_object_names(index):
+        ctor = bound_value(index, func)
+    else:
+        return None
     if isinstance(ctor, cst.Call):
         kind = loss_constructor(index, ctor)
         if kind is not None:
@@ -111,3 +116,32 @@ def loss_call(index: ModuleIndex, call: cst.Call) -> Optional[LossCall]:
                 a = call_arg(call, "input", 0)
             return LossCall(kind, call, a.value if a else None, ctor, "keras" if keras else "torch")
     return None
+
+
+def _leaf(expr: cst.BaseExpression) -> Optional[str]:
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    return None
+
+
+def _loss_object_names(index: ModuleIndex) -> FrozenSet[str]:
+    """Names (and `self.` attributes) that this module binds to a loss construction: only calls of these
+    can be loss objects, so nothing else is followed (following every call would be slow)."""
+
+    def compute():
+        names = set()
+        for c in index.calls:
+            if loss_constructor(index, c) is None:
+                continue
+            p = index.parent.get(c)
+            targets = [t.target for t in p.targets] if isinstance(p, cst.Assign) else (
+                [p.target] if isinstance(p, cst.AnnAssign) else [])
+            for t in targets:
+                leaf = _leaf(t)
+                if leaf:
+                    names.add(leaf)
+        return frozenset(names)
+
+    return index.cached("lossfns.objects", compute)

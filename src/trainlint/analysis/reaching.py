@@ -10,7 +10,7 @@ than guess. A `with` block does not make a binding uncertain: its body always ru
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, FrozenSet, List, Optional, Set
 
 import libcst as cst
 
@@ -52,6 +52,53 @@ def binds(node: cst.CSTNode, name: str) -> bool:
                 continue
             stack.append(k)
     return False
+
+
+def _bound_names(index: ModuleIndex, node: cst.CSTNode) -> FrozenSet[str]:
+    """Every name bound in `node` (not in nested scopes), computed once per node."""
+    cache: Dict[cst.CSTNode, FrozenSet[str]] = index.cached("reaching.bound", dict)  # type: ignore[assignment]
+    got = cache.get(node)
+    if got is not None:
+        return got
+    names: Set[str] = set()
+    stack: List[cst.CSTNode] = [node]
+    while stack:
+        n = stack.pop()
+        names.update(_names_bound_here(n))
+        for k in children(n):
+            if isinstance(k, (cst.FunctionDef, cst.ClassDef)):
+                names.add(k.name.value)
+                continue
+            if isinstance(k, (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
+                continue
+            stack.append(k)
+    got = cache[node] = frozenset(names)
+    return got
+
+
+def _names_bound_here(n: cst.CSTNode) -> List[str]:
+    if isinstance(n, cst.Assign):
+        return [x for t in n.targets for x in _target_names(t.target)]
+    if isinstance(n, (cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr)):
+        return _target_names(n.target)
+    if isinstance(n, cst.WithItem):
+        return _target_names(n.asname.name) if n.asname is not None else []
+    if isinstance(n, cst.ExceptHandler):
+        return _target_names(n.name.name) if n.name is not None else []
+    if isinstance(n, cst.Del):
+        return _target_names(n.target)
+    if isinstance(n, (cst.Global, cst.Nonlocal)):
+        return [item.name.value for item in n.names]
+    if isinstance(n, (cst.Import, cst.ImportFrom)) and not isinstance(n.names, cst.ImportStar):
+        out = []
+        for alias in n.names:
+            local = alias.asname.name if alias.asname is not None else alias.name
+            while isinstance(local, cst.Attribute):
+                local = local.value
+            if isinstance(local, cst.Name):
+                out.append(local.value)
+        return out
+    return []
 
 
 def _target_names(t: cst.BaseExpression) -> List[str]:
@@ -97,7 +144,7 @@ def _binds_here(n: cst.CSTNode, name: str) -> bool:
     return False
 
 
-def _simple_value(stmt: cst.CSTNode, name: str):
+def _simple_value(index: ModuleIndex, stmt: cst.CSTNode, name: str):
     """For one statement: its value if it is `name = value` (the last such small statement of a line),
     _OPAQUE if it binds `name` some other way, _NOT_FOUND if it does not bind `name`."""
     if isinstance(stmt, cst.SimpleStatementLine):
@@ -108,7 +155,7 @@ def _simple_value(stmt: cst.CSTNode, name: str):
             if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name) \
                     and small.target.value == name:
                 return small.value if small.value is not None else _OPAQUE
-            if binds(small, name):
+            if name in _bound_names(index, small):
                 return _OPAQUE
         return _NOT_FOUND
     if isinstance(stmt, cst.With):
@@ -118,13 +165,13 @@ def _simple_value(stmt: cst.CSTNode, name: str):
                 return _OPAQUE
         body = stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else stmt.body.body
         for s in reversed(list(body)):
-            v = _simple_value(s, name)
+            v = _simple_value(index, s, name)
             if v is not _NOT_FOUND:
                 return v
         return _NOT_FOUND
     if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
         return _OPAQUE if stmt.name.value == name else _NOT_FOUND
-    return _OPAQUE if binds(stmt, name) else _NOT_FOUND
+    return _OPAQUE if name in _bound_names(index, stmt) else _NOT_FOUND
 
 
 def _is_param(fn: cst.CSTNode, name: str) -> bool:
@@ -152,7 +199,7 @@ def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpre
             cur = index.parent[cur]
         i = next((k for k, s in enumerate(stmt.body) if s is cur), 0)
         for small in reversed(list(stmt.body)[:i]):
-            v = _simple_value(small, target)
+            v = _simple_value(index, small, target)
             if v is _OPAQUE:
                 return None
             if v is not _NOT_FOUND:
@@ -160,7 +207,7 @@ def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpre
     elif not isinstance(stmt, cst.With):
         # The read is in the header of a compound statement (`if f(p):`, `for x in p:`): the statement's
         # own bindings come after the header, except for loops that come back to it.
-        if isinstance(stmt, (cst.For, cst.While)) and binds(stmt, target):
+        if isinstance(stmt, (cst.For, cst.While)) and target in _bound_names(index, stmt):
             return None
     while True:
         block = index.parent.get(stmt)
@@ -169,7 +216,7 @@ def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpre
         if i is None:
             return None
         for s in reversed(body[:i]):
-            v = _simple_value(s, target)
+            v = _simple_value(index, s, target)
             if v is _OPAQUE:
                 return None
             if v is not _NOT_FOUND:
@@ -182,10 +229,10 @@ def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpre
         # climb to the compound statement directly inside a block, checking loops and try on the way
         node = owner
         while True:
-            if isinstance(node, (cst.For, cst.While)) and binds(node, target):
+            if isinstance(node, (cst.For, cst.While)) and target in _bound_names(index, node):
                 return None  # bound later in the loop: the previous iteration's value may reach the read
             if isinstance(node, cst.Try) or type(node).__name__ == "TryStar":
-                if node.body is not part and binds(node.body, target):
+                if node.body is not part and target in _bound_names(index, node.body):
                     return None  # a handler/else/finally after a body that may or may not have bound it
             par = index.parent.get(node)
             if isinstance(par, (cst.IndentedBlock, cst.Module)):
@@ -216,7 +263,7 @@ def bound_value(index: ModuleIndex, expr: cst.BaseExpression) -> Optional[cst.Ba
         if v is not None:
             return v
         fn = index.scope.get(expr)
-        if fn is not None and (binds(fn.body, expr.value) or _is_param(fn, expr.value)):
+        if fn is not None and (expr.value in _bound_names(index, fn.body) or _is_param(fn, expr.value)):
             return None
         vals = index.assigns.get(None, {}).get(expr.value, []) if None in index.assigns else []
         return vals[0] if len(vals) == 1 else None
