@@ -1,0 +1,120 @@
+"""Statistics computed from data: is this value a standard deviation of a tensor or array, unguarded?
+
+`std_source(index, expr)` returns the call that computes the standard deviation `expr` holds, when
+`expr` is (directly, through a local name's reaching assignment, or a `self.x` bound once in the module):
+
+- `x.std(...)`, `torch.std(x)`, `np.std(x)`, `np.nanstd(x)`, `tf.math.reduce_std(x)`, pandas `df.std()`;
+- `x.var(...).sqrt()`, `torch.sqrt(x.var(...))`, `np.sqrt(np.var(x))`, `x.var() ** 0.5`.
+
+Anything else (`std + eps`, `std.clamp(min=eps)`, `np.maximum(std, eps)`, `torch.where(...)`, a
+constant, a parameter) is not a bare standard deviation, and the answer is None. `guarded(index, expr)`
+says whether the code repairs a std in place before use: `std[std == 0] = 1`, `std.clamp_(min=eps)`,
+`std += eps`, a comparison of it with something (`if (std == 0).any()`, `assert std > 0`,
+`np.where(std == 0, 1, std)`), anywhere in the same function (for `self.x`: anywhere in the module).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from trainlint.analysis.expr import number_value
+from trainlint.analysis.index import ModuleIndex, method_name, receiver
+from trainlint.analysis.reaching import bound_value, reaching_value
+from trainlint.analysis.walk import walk
+
+_STD_FUNCS = {"std", "nanstd", "reduce_std"}
+_VAR_FUNCS = {"var", "nanvar", "reduce_variance"}
+_MODULES = ("torch", "numpy", "np", "tensorflow", "tf", "tf.math", "tensorflow.math", "jax.numpy", "jnp")
+
+
+def _std_call(index: ModuleIndex, call: cst.Call, names=_STD_FUNCS) -> bool:
+    m = method_name(call)
+    q = index.callee(call) or ""
+    mod, _, last = q.rpartition(".")
+    if last in names and mod in _MODULES:
+        return True
+    if m in names and last == m:
+        recv = receiver(call)
+        rq = index.qualify(recv) if recv is not None else None
+        return not (rq and rq.split(".")[0] in ("torch", "np", "numpy", "tf", "tensorflow", "statistics", "math",
+                                                 "self"))
+    return False
+
+
+def std_source(index: ModuleIndex, expr: cst.BaseExpression, depth: int = 0) -> Optional[cst.Call]:
+    """The data-derived standard deviation `expr` holds, unguarded (see the module docstring), else None."""
+    if depth > 4:
+        return None
+    if isinstance(expr, cst.Name):
+        v = reaching_value(index, expr)
+        return std_source(index, v, depth + 1) if v is not None else None
+    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        v = bound_value(index, expr)
+        return std_source(index, v, depth + 1) if v is not None else None
+    if isinstance(expr, cst.Call):
+        if _std_call(index, expr):
+            return expr
+        # sqrt of a variance
+        m = method_name(expr)
+        q = index.callee(expr) or ""
+        if m == "sqrt" and not expr.args and isinstance(expr.func, cst.Attribute):
+            inner = expr.func.value
+            if isinstance(inner, cst.Call) and _std_call(index, inner, _VAR_FUNCS):
+                return expr
+        if q.rsplit(".", 1)[-1] == "sqrt" and q.rpartition(".")[0] in _MODULES + ("math",) and len(expr.args) == 1:
+            inner = expr.args[0].value
+            if isinstance(inner, cst.Call) and _std_call(index, inner, _VAR_FUNCS):
+                return expr
+        return None
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Power) \
+            and number_value(expr.right) == 0.5 and isinstance(expr.left, cst.Call) \
+            and _std_call(index, expr.left, _VAR_FUNCS):
+        return expr.left
+    return None
+
+
+def guarded(index: ModuleIndex, expr: cst.BaseExpression) -> bool:
+    """Is the std named by `expr` (a local name or `self.x`) repaired or checked somewhere in its scope?"""
+    if isinstance(expr, cst.Name):
+        scope = index.scope.get(expr)
+        root: cst.CSTNode = scope.body if scope is not None else index.module  # type: ignore[union-attr]
+        want = lambda e: isinstance(e, cst.Name) and e.value == expr.value  # noqa: E731
+    elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        root = index.module
+        attr = expr.attr.value
+        want = lambda e: isinstance(e, cst.Attribute) and e.attr.value == attr and \
+            isinstance(e.value, cst.Name) and e.value.value == "self"  # noqa: E731
+    else:
+        return False
+    for node, _ in walk(root):
+        if isinstance(node, cst.Assign):
+            for t in node.targets:
+                if isinstance(t.target, cst.Subscript) and want(t.target.value):
+                    return True  # std[std == 0] = 1
+        elif isinstance(node, cst.AugAssign) and want(node.target):
+            return True  # std += eps
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and want(node.func.value) \
+                and node.func.attr.value.endswith("_") and not node.func.attr.value.startswith("_"):
+            return True  # std.clamp_(min=eps), std.add_(eps)
+        elif isinstance(node, cst.Comparison) and (want(node.left) or any(want(c.comparator)
+                                                                          for c in node.comparisons)):
+            return True  # if (std == 0).any(), assert std > 0, np.where(std == 0, 1, std)
+    return False
+
+
+def centred(index: ModuleIndex, expr: cst.BaseExpression, depth: int = 0) -> bool:
+    """Is `expr` a difference (`x - mean`, `x.sub(mean)`), directly or through a local name?"""
+    if depth > 3:
+        return False
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Subtract):
+        return True
+    if isinstance(expr, cst.Call) and method_name(expr) in ("sub", "subtract") and expr.args:
+        return True
+    if isinstance(expr, cst.Call) and (index.callee(expr) or "").rsplit(".", 1)[-1] == "subtract" and expr.args:
+        return True
+    if isinstance(expr, cst.Name):
+        v = reaching_value(index, expr)
+        return v is not None and centred(index, v, depth + 1)
+    return False
