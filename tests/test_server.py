@@ -45,7 +45,7 @@ class Client:
         # `prelude`: Python run in the server's process before the command line (to break a rule on purpose)
         code = f"import sys\n{prelude}\nfrom trainlint.cli import main\nsys.argv[0] = 'trainlint'\nmain()"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "server", "--debounce", "20", *args],
+            [sys.executable, "-c", code, "server", *(args or ("--debounce", "20"))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env)
         self.messages: "queue.Queue[dict]" = queue.Queue()
         self.seen: list = []  # every message read so far
@@ -448,6 +448,29 @@ def test_a_changed_module_refreshes_the_documents_that_used_it(tmp_path):
         losses.write_text(losses.read_text().replace("torch.sum(per_pixel)", "torch.sum(per_pixel) / b"))
         client.notify("textDocument/didSave", {"textDocument": {"uri": losses_uri}})
         assert _codes(client.diagnostics(uri, 1)) == ["TL003", "TL004"]
+        assert client.close() == 0
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+
+
+@needs_pygls
+def test_typing_is_debounced_only_the_last_version_is_published(project):
+    uri = from_fs_path(str(project / "train.py"))
+    text = open(EXAMPLE).read()
+    client = Client(str(project), "--debounce", "1000")
+    try:
+        client.initialize(str(project))
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                                "text": text}})
+        assert len(client.diagnostics(uri, 1)) == 4  # opening is not debounced
+        for version in range(2, 7):  # five keystrokes well within the debounce
+            client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version},
+                                                     "contentChanges": [{"text": text + "#" * version}]})
+        client.diagnostics(uri, 6)
+        published = [m["params"].get("version") for m in client.seen
+                     if m.get("method") == "textDocument/publishDiagnostics"]
+        assert published == []  # nothing for versions 2-5
         assert client.close() == 0
     finally:
         if client.proc.poll() is None:
