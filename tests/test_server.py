@@ -543,7 +543,6 @@ def test_positions_in_client_units():
     assert lines.client(1, 12, "utf-32") == (0, 11)
     assert lines.client(1, 12, "utf-8") == (0, 14)
     assert lines.client(2, 1, "utf-16") == (1, 0) and lines.client(3, 2, "utf-16") == (2, 1)
-    assert lines.from_client(0, 12, "utf-16") == (1, 12)
     assert lines.position(len("a = '\U0001f600'; b = 1\r\n"), "utf-16") == (1, 0)
 
 

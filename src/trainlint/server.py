@@ -28,13 +28,13 @@ server keeps answering requests while a lint is under way.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import re
 import sys
 import tokenize
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
-from pygls.uris import from_fs_path, to_fs_path
+from pygls.uris import to_fs_path
 
 from trainlint import __version__
 from trainlint.codes import CODES, rule_url
@@ -100,20 +100,6 @@ class Lines:
             return len(self.starts) - 1, _units(self.line(len(self.starts) - 1), encoding)
         line = self.line(row0)
         return row0, _units(line[: max(column - 1, 0)], encoding)
-
-    def from_client(self, line: int, character: int, encoding: str) -> Tuple[int, int]:
-        """LSP (line, units) -> 1-based (row, column in characters)."""
-        text = self.line(line)
-        if encoding == "utf-32":
-            return line + 1, min(character, len(text)) + 1
-        col = 0
-        seen = 0
-        for ch in text:
-            if seen >= character:
-                break
-            seen += _units(ch, encoding)
-            col += 1
-        return line + 1, col + 1
 
 
 def minimal_edit(old: str, new: str) -> Optional[Tuple[int, int, str]]:
