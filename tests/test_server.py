@@ -354,7 +354,9 @@ def test_garbage_input_gets_errors_and_the_server_stays_up(tmp_path):
         # a request whose params do not fit: InvalidParams, answered with its id
         r = client.request("textDocument/codeAction", {"textDocument": 42})
         assert r["error"]["code"] in (-32602, -32603)
-        # a change to a document never opened, a command without its argument
+        # a notification whose params do not fit, a change to a document never opened, a command
+        # without its argument: logged, answered where there is an id, and no pop-up for any of them
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": 7}})
         client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///nowhere.py", "version": 2},
                                                  "contentChanges": [{"text": "x"}]})
         r = client.request("workspace/executeCommand", {"command": "trainlint.applyFixAll", "arguments": []})
@@ -376,6 +378,7 @@ def test_garbage_input_gets_errors_and_the_server_stays_up(tmp_path):
             "uri": good, "languageId": "python", "version": 1, "text": open(EXAMPLE).read()}})
         assert len(client.diagnostics(good, 1)) == 5
         assert client.proc.poll() is None
+        assert not [m for m in client.seen if m.get("method") == "window/showMessage"]
         assert client.close() == 0
     finally:
         if client.proc.poll() is None:

@@ -312,10 +312,12 @@ class TrainlintServer(LanguageServer):
             return
         if source is FeatureRequestError:
             return  # the request was answered with the error
-        if source is FeatureNotificationError:  # a notification we could not act on (a client's slip)
-            logger.warning("ignored a notification: %s: %s", type(error).__name__, error)
+        if source in (FeatureNotificationError, JsonRpcException):
+            # a notification we could not act on, or a malformed message without an id to answer: a
+            # client's slip, worth a line in its log, not a pop-up
+            logger.warning("ignored a message: %s: %s", type(error).__name__, error)
             self.window_log_message(types.LogMessageParams(
-                type=types.MessageType.Warning, message=f"trainlint: ignored a notification: {error!r}"))
+                type=types.MessageType.Warning, message=f"trainlint: ignored a message: {error!r}"))
             return
         logger.error("%s", error)
         self.window_show_message(types.ShowMessageParams(
