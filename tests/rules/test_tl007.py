@@ -115,6 +115,34 @@ BAD = {
                 probs = tf.nn.softmax(model(x))
                 loss = loss_fn(y, probs)  # expect: TL007
     """,
+    "scico_softmax_before_the_criterion_of_its_class": """
+        import torch
+        import pytorch_lightning as pl
+
+        class MulticlassCrossEncoder(pl.LightningModule):
+            def __init__(self, num_classes):
+                super().__init__()
+                self.criterion = torch.nn.CrossEntropyLoss()
+
+            def validation_step(self, batch, batch_idx):
+                x, y = batch
+                y_hat = self(x)
+                y_hat = torch.softmax(y_hat, dim=1)
+                loss = self.criterion(y_hat, y)  # expect: TL007
+                self.log("val_loss", loss)
+
+        class MultiLabelCrossEncoder(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.criterion = torch.nn.BCEWithLogitsLoss()
+
+            def validation_step(self, batch, batch_idx):
+                x, y = batch
+                y_hat = self(x)
+                loss = self.criterion(y_hat, y)
+                y_hat = torch.sigmoid(y_hat)
+                return loss
+    """,
 }
 
 GOOD = {

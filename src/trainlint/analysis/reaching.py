@@ -269,5 +269,9 @@ def bound_value(index: ModuleIndex, expr: cst.BaseExpression) -> Optional[cst.Ba
         return vals[0] if len(vals) == 1 else None
     if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
         vals = index.attr_assigns.get(expr.attr.value, [])
+        klass = index.cls_of.get(expr)
+        mine = [v for v in vals if index.cls_of.get(v) is klass] if klass is not None else []
+        if mine:  # several classes of the module may bind the same attribute: take this class's
+            return mine[0] if len(mine) == 1 else None
         return vals[0] if len(vals) == 1 else None
     return None
