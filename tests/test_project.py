@@ -266,3 +266,29 @@ def test_the_example_project_shows_findings_from_other_modules():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     found = codes_at(os.path.join(repo, "examples", "project", "train.py"))
     assert [c for c, _ in found] == ["TL003", "TL004"]
+
+
+def test_a_model_handed_to_a_framework_fit_is_the_trained_model(tmp_path):
+    """`trainer.fit(model)` names the trained model: a LightningModule wrapping an FPN is followed and
+    the project's other architectures (a DeepLab with pooled BatchNorm) do not count."""
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "models/__init__.py": "from .deeplab import *\n",
+        "models/deeplab.py": ASPP,
+        "notebook_train.py": '''
+            import lightning as L
+            import segmentation_models_pytorch as smp
+            from torch.utils.data import DataLoader
+
+            class PetModel(L.LightningModule):
+                def __init__(self, arch, encoder):
+                    super().__init__()
+                    self.model = smp.create_model(arch, encoder_name=encoder)
+
+            train_dataloader = DataLoader(train_dataset, batch_size=8, shuffle=True)
+            model = PetModel("FPN", "resnet34")
+            trainer = L.Trainer(max_epochs=10)
+            trainer.fit(model, train_dataloaders=train_dataloader)
+        ''',
+    })
+    assert codes_at(tmp_path / "notebook_train.py", ["TL004"]) == []

@@ -114,6 +114,19 @@ BAD = {
 }
 
 GOOD = {
+    "precision_and_recall_metrics": """
+        import torch
+
+        def precision(pr, gt, eps=1e-7):
+            tp = torch.sum(gt * pr)
+            fp = torch.sum(pr) - tp
+            return (tp + eps) / (tp + fp + eps)
+
+        def recall(pr, gt, eps=1e-7):
+            tp = torch.sum(gt * pr)
+            fn = torch.sum(gt) - tp
+            return (tp + eps) / (tp + fn + eps)
+    """,
     "smooth_only_in_denominator": """
         def dice_loss(pred, target, smooth=1.0):
             intersection = (pred * target).sum()

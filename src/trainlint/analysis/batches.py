@@ -157,9 +157,21 @@ def trained_model_batchnorm(index: ModuleIndex, analysis, loops: List[cst.CSTNod
 
 
 def _trained_models(index: ModuleIndex):
+    """Models the module trains: whose parameters it hands out or puts in train mode (`model.parameters()`,
+    `model.train()`), or hands to a framework's fit (`trainer.fit(model, ...)`, `Trainer(model=model)`)."""
     out = []
     seen = set()
     for call in index.calls:
+        framework_model = None
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value == "fit":
+            framework_model = call_arg(call, "model", 0)
+        elif (index.callee(call) or "").endswith("Trainer"):
+            framework_model = call_arg(call, "model")
+        if framework_model is not None and isinstance(framework_model.value, (cst.Name, cst.Attribute)):
+            key = (index.code(framework_model.value), id(index.scope.get(call)))
+            if key not in seen:
+                seen.add(key)
+                out.append((framework_model.value, index.scope.get(call)))
         m = call.func.attr.value if isinstance(call.func, cst.Attribute) else None
         if m in ("parameters", "named_parameters", "train") and isinstance(call.func, cst.Attribute):
             recv = call.func.value

@@ -207,6 +207,11 @@ def callable_batchnorm(index: ModuleIndex, func, scope: Scope, depth: int = 0) -
         node = index.classes.get(func.value) or index.functions.get(func.value)
         if node is not None:
             return True, contains_batchnorm(index, node, depth + 1)
+        vals = [v for v in index.values_of(func.value, scope) if isinstance(v, (cst.Name, cst.Attribute))]
+        if vals:  # cls = MPNN if ... else MulticomponentMPNN; cls(...)
+            results = [callable_batchnorm(index, v, scope, depth + 1) for v in vals]
+            found = next((layer for _, layer in results if layer is not None), None)
+            return all(k for k, _ in results) or found is not None, found
     sym = project_symbol(index, q)
     if sym is not None and isinstance(sym.node, (cst.ClassDef, cst.FunctionDef)):
         if sym.project.fact_depth() > MAX_DEPTH:

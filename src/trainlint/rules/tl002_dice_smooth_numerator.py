@@ -94,7 +94,8 @@ def _unclamped(index, expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr
 
 
-_METRIC_NAME = re.compile(r"score|metric|coef|(^|_)acc(uracy)?($|_)|eval|measure", re.IGNORECASE)
+_METRIC_NAME = re.compile(r"score|metric|coef|(^|_)acc(uracy)?($|_)|eval|measure|(^|_)(precision|recall|sensitivity|"
+                          r"specificity|f1)($|_)", re.IGNORECASE)
 _LOSS_NAME = re.compile(r"loss|criterion|objective", re.IGNORECASE)
 
 
