@@ -169,6 +169,8 @@ def apply_edits(text: str, edits) -> str:
 
 @pytest.fixture
 def project(tmp_path):
+    tmp_path = tmp_path / "my project"  # a space: URIs are quoted, and must come back as the client sent them
+    tmp_path.mkdir()
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "demo"\n\n[tool.trainlint]\nignore = ["TL002"]\n')
     shutil.copy(EXAMPLE, tmp_path / "train.py")
     return tmp_path
@@ -280,6 +282,8 @@ def _notebook_open(uri, cells):
 
 @needs_pygls
 def test_notebook_diagnostics_per_cell_and_fixes(tmp_path):
+    tmp_path = tmp_path / "note books"
+    tmp_path.mkdir()
     nb_path = str(tmp_path / "train.ipynb")
     uri = from_fs_path(nb_path)
     client = Client(str(tmp_path))

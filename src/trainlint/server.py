@@ -396,6 +396,15 @@ class TrainlintServer(LanguageServer):
             return language_id == "python"
         return uri.endswith(PYTHON_SUFFIXES)
 
+    def client_uri(self, key: str) -> str:
+        """The URI as the client spells it (documents are kept under their unquoted URI; diagnostics and
+        edits must name the document exactly as the client does)."""
+        nb = self.workspace.get_notebook_document(notebook_uri=key)
+        if nb is not None:
+            return nb.uri
+        doc = self.workspace.text_documents.get(_unquote(key))
+        return doc.uri if doc is not None else key
+
     def text_state(self, uri: str):
         """(version, text, path) of an open text document, read on the event loop."""
         doc = self.workspace.text_documents.get(_unquote(uri))
@@ -478,14 +487,14 @@ class TrainlintServer(LanguageServer):
             snap = self.snapshots.get(nb_uri)
             if snap is None or snap.version != state[0] or [c[0] for c in state[1]] != [c[0] for c in snap.cells] \
                     or [c[2] for c in state[1]] != [c[1] for c in snap.cells]:
-                snap = await self.in_worker(self.lint_notebook, nb_uri, *state)
+                snap = await self.in_worker(self.lint_notebook, self.client_uri(nb_uri), *state)
             return snap
         state = self.text_state(uri)
         if state is None:
             return None
         snap = self.snapshots.get(_unquote(uri))
         if snap is None or snap.version != state[0] or snap.text != state[1]:
-            snap = await self.in_worker(self.lint_script, uri, *state)
+            snap = await self.in_worker(self.lint_script, self.client_uri(uri), *state)
         return snap
 
     def notebook_of(self, uri: str) -> Optional[str]:
@@ -523,7 +532,7 @@ class TrainlintServer(LanguageServer):
             state = self.notebook_state(uri)
             if state is None:
                 return
-            snap = await self.in_worker(self.unless_moot, current, self.lint_notebook, uri, *state)
+            snap = await self.in_worker(self.unless_moot, current, self.lint_notebook, self.client_uri(uri), *state)
             now = self.notebook_state(uri)
             if snap is None or now is None or now[0] != snap.version:
                 return  # changed meanwhile: the lint already scheduled publishes
@@ -533,7 +542,7 @@ class TrainlintServer(LanguageServer):
         state = self.text_state(uri)
         if state is None:
             return
-        snap = await self.in_worker(self.unless_moot, current, self.lint_script, uri, *state)
+        snap = await self.in_worker(self.unless_moot, current, self.lint_script, self.client_uri(uri), *state)
         now = self.text_state(uri)
         if snap is None or now is None or now[0] != snap.version or now[1] != snap.text:
             return
@@ -580,14 +589,14 @@ class TrainlintServer(LanguageServer):
             else:
                 uri, text = snap.cells[d.cell - 1]
             per_cell[uri].append(self.to_lsp(d, Lines(text)))
-        gone = [u for u in self.published_cells.get(snap.uri, []) if u not in per_cell]
+        gone = [u for u in self.published_cells.get(_unquote(snap.uri), []) if u not in per_cell]
         for uri in gone:  # cells deleted since the last publish
             self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
         for uri, diags in per_cell.items():
             doc = self.workspace.text_documents.get(_unquote(uri))
             self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
                 uri=uri, version=doc.version if doc is not None else None, diagnostics=diags))
-        self.published_cells[snap.uri] = list(per_cell)
+        self.published_cells[_unquote(snap.uri)] = list(per_cell)
 
     def clear(self, uri: str) -> None:
         uri = _unquote(uri)
@@ -678,7 +687,8 @@ class TrainlintServer(LanguageServer):
                     continue
                 line, ch = lines.position(ins[0], enc)
                 pos = types.Position(line, ch)
-                edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(types.Range(pos, pos), ins[1])]})
+                edit = types.WorkspaceEdit(changes={params.text_document.uri: [
+                    types.TextEdit(types.Range(pos, pos), ins[1])]})
                 actions.append(types.CodeAction(title=f"Suppress {m.code} on this line with `# noqa: {m.code}`",
                                                 kind=types.CodeActionKind.QuickFix,
                                                 diagnostics=[lsp_diags[id(m)]], edit=edit))
