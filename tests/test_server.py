@@ -442,8 +442,16 @@ def test_a_changed_module_refreshes_the_documents_that_used_it(tmp_path):
         client.initialize(str(root))
         client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
                                                                 "text": train.read_text()}})
-        # TL003 comes from a fact in seg/losses.py (weighted_bce returns a batch mean): as `trainlint .`
-        assert _codes(client.diagnostics(uri, 1)) == ["TL003", "TL004"]
+        # TL003 comes from a fact in seg/losses.py (weighted_bce returns a batch mean), TL004 from one in
+        # seg/models.py: the same findings, at the same places, as `trainlint train.py`
+        diags = client.diagnostics(uri, 1)
+        assert _codes(diags) == ["TL003", "TL004"]
+        cli = subprocess.run([sys.executable, "-m", "trainlint", "--no-cache", "--output-format", "json", "train.py"],
+                             cwd=str(root), capture_output=True, text=True, timeout=120)
+        expected = sorted((f["code"], f["location"]["row"] - 1, f["location"]["column"] - 1, f["message"])
+                          for f in json.loads(cli.stdout))
+        assert sorted((d["code"], d["range"]["start"]["line"], d["range"]["start"]["character"], d["message"])
+                      for d in diags) == expected
         # losses.py now returns a sum: saved elsewhere (a watched-file event), train.py is linted again
         losses.write_text(losses.read_text().replace("torch.sum(per_pixel) / b", "torch.sum(per_pixel)"))
         client.notify("workspace/didChangeWatchedFiles", {"changes": [{"uri": from_fs_path(str(losses)), "type": 2}]})
