@@ -530,9 +530,9 @@ def test_without_pygls_a_one_line_error_and_exit_2():
     assert r.stdout == ""
 
 
-def test_the_command_line_never_imports_pygls():
-    code = ("import sys\nfrom trainlint.cli import main\n"
-            "sys.argv = ['trainlint', '--help']\n"
+@pytest.mark.parametrize("args", [["--help"], ["server", "--help"], ["--no-cache", "-q", EXAMPLE]])
+def test_the_command_line_never_imports_pygls(args):
+    code = (f"import sys\nfrom trainlint.cli import main\nsys.argv = ['trainlint', *{args!r}]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "assert 'pygls' not in sys.modules and 'lsprotocol' not in sys.modules, 'pygls imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
