@@ -365,3 +365,11 @@ def test_evaluation_fix_only_without_training_in_the_file():
 def test_fix_is_unsafe_only():
     _, applied = fix(BAD["eval_at_end_of_epoch_train_before_loop"], C, unsafe=False)
     assert applied == 0
+
+
+def test_prefilter_cases():
+    assert _rules_matching("with torch.no_grad():\n    y = model(x)\n", C) == []  # no evaluation loader
+    assert _rules_matching("model.eval()\nprint(model)\n", C) == []  # no optimizer step
+    assert _rules_matching("model.eval()\noptimizer.step()\n", C) != []
+    text = "import torchvision\nwith torch.no_grad():\n    for x in test_loader:\n        model(x)\n"
+    assert _rules_matching(text, C) != []

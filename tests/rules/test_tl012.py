@@ -334,3 +334,9 @@ def test_fix_sdpa_rate():
 def test_fix_is_unsafe_only():
     _, applied = fix(BAD["functional_dropout_in_forward"], C, unsafe=False)
     assert applied == 0
+
+
+def test_prefilter_needs_a_dropout_call_in_a_file_with_a_class():
+    assert _rules_matching("# dropout is applied in the model\nx = 1\n", C) == []
+    assert _rules_matching("class A:\n    p = 0.1  # dropout rate\n", C) == []
+    assert _rules_matching("from torch.nn.functional import dropout as drop\nclass A:\n    pass\n", C) != []

@@ -244,3 +244,8 @@ def test_fix_multi_line_append():
 def test_fix_is_unsafe_only():
     _, applied = fix(BAD["running_total_of_the_loss"], C, unsafe=False)
     assert applied == 0
+
+
+def test_prefilter_needs_a_backward_call():
+    assert _rules_matching("def backward(ctx, grad):\n    total += grad\n    return total\n", C) == []
+    assert _rules_matching("loss.backward()\ntotal += loss\n", C) != []

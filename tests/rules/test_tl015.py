@@ -339,3 +339,9 @@ def test_fix_inside_the_inner_loop_of_an_epoch_loop():
 def test_fix_is_unsafe_only():
     _, applied = fix(BAD["amp_scaler_step"], C, unsafe=False)
     assert applied == 0
+
+
+def test_prefilter_needs_a_known_scheduler_and_an_argument_less_step():
+    assert _rules_matching("sched.step(epoch)\nfrom torch.optim import lr_scheduler\n", C) == []
+    assert _rules_matching("env.step()\nopt.step()\n", C) == []
+    assert _rules_matching("s = lr_scheduler.StepLR(opt, 3)\ns.step()\n", C) != []

@@ -34,7 +34,22 @@ from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
 
 CODE = "TL011"
-PREFILTER = ((".eval(", ".train(", "no_grad", "inference_mode"),)
+PREFILTER = (re.compile(r"\.eval\s*\(|\.train\s*\(|no_grad|inference_mode"),)
+_TO_EVAL = re.compile(r"\.eval\s*\(\s*\)|\.train\s*\(\s*(mode\s*=\s*)?False")
+_STEP = re.compile(r"step\s*\(")
+_NO_GRAD = re.compile(r"no_grad|inference_mode")
+_EVAL_WORD = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
+_MODE_LAYER_WORD = re.compile(r"Norm|[Dd]ropout|drop_path|DropPath|training|torchvision|timm")
+
+
+def prefilter(text: str, options) -> bool:
+    """Case 1 needs a switch to eval mode and an optimizer step; case 2 no_grad, an evaluation loader and
+    a model with a mode-dependent layer in sight."""
+    if _TO_EVAL.search(text) and _STEP.search(text):
+        return True
+    low = text.lower()
+    return bool(_NO_GRAD.search(text) and _EVAL_WORD.search(text) and ("loader" in low or "data" in low)
+                and _MODE_LAYER_WORD.search(text))
 
 
 def check(ctx: RuleContext) -> None:

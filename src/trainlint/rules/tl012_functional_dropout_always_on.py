@@ -14,6 +14,7 @@ dropout), pass `**kwargs`, or use a rate of literal 0 are left alone.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import libcst as cst
@@ -25,7 +26,8 @@ from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
 
 CODE = "TL012"
-PREFILTER = (("dropout", "Dropout"),)
+# a dropout call or construction (or SDPA), in a file with a class
+PREFILTER = (re.compile(r"[Dd]ropout\w*\s*\(|scaled_dot_product_attention|import[^\n]*[Dd]ropout"), ("class ",))
 
 # functional dropouts: name -> position of `p` (training is the next positional argument)
 FUNCTIONAL = {"dropout": 1, "dropout1d": 1, "dropout2d": 1, "dropout3d": 1, "alpha_dropout": 1,

@@ -15,6 +15,7 @@ the total is deliberate). Accumulations under `torch.no_grad()` are left alone.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import libcst as cst
@@ -25,7 +26,8 @@ from trainlint.analysis.walk import children, walk
 from trainlint.context import RuleContext
 
 CODE = "TL013"
-PREFILTER = (("backward",), ("+=", "append", "extend", " + "))
+# a backward *call* (not `def backward(ctx, ...)`) and something that accumulates
+PREFILTER = (re.compile(r"(\.|manual_)backward\s*\(|autograd import"), ("+=", "append", "extend", " + "))
 
 _LIST_METHODS = ("append", "extend", "insert")
 

@@ -13,6 +13,7 @@ guarded by a condition on the loop variable (`if epoch > 0: scheduler.step()`) i
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Set
 
 import libcst as cst
@@ -25,7 +26,8 @@ from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
 
 CODE = "TL015"
-PREFILTER = (("sched", "Sched", "LR(", "lr_s"), ("step",))
+# a known scheduler constructor (lr_scheduler, get_*schedule*) and an argument-less step()
+PREFILTER = (("schedul",), re.compile(r"\.step\s*\(\s*\)"))
 
 
 def check(ctx: RuleContext) -> None:
