@@ -244,6 +244,16 @@ GOOD = {
                 out = F.dropout(out, 0.1) if self.training else out
                 return self.linear(out)
     """,
+    "training_only_method": """
+        import pytorch_lightning as pl
+        import torch.nn.functional as F
+
+        class LitModel(pl.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                x = F.dropout(x, 0.1)  # input noise, training only
+                return F.cross_entropy(self(x), y)
+    """,
     "noise_dropout_in_a_no_grad_sampler": """
         import torch
         from torch import nn

@@ -57,8 +57,9 @@ def check(ctx: RuleContext) -> None:
         if method is None or not classes.is_module(index.cls_of.get(method)):
             continue
         me = self_name(method)
-        if me is None or inference_only(index, method):
-            continue  # static methods cannot see the mode; no_grad methods only sample (noise dropout)
+        if me is None or inference_only(index, method) or "train" in method.name.value.lower():
+            continue  # static methods cannot see the mode; no_grad methods only sample (noise dropout);
+            # training_step and other training-only methods are always in training
         if any(a.star for a in call.args) or mode_guarded(index, call, method):
             continue
         if kind == "functional":
