@@ -141,6 +141,7 @@ class Snapshot:
     excluded: bool = False
     notebook: Any = None  # trainlint.notebook.Notebook
     cells: List[Tuple[str, str]] = field(default_factory=list)  # notebook: (cell uri, text) in order
+    fix_edits: Dict[int, Any] = field(default_factory=dict)  # index in `raw` -> its fix's WorkspaceEdit
 
 
 def safe_lint(text: str, filename: str, codes: Sequence[str], options) -> LintResult:
@@ -661,6 +662,7 @@ class TrainlintServer(LanguageServer):
         first = params.range.start.line + 1
         last = params.range.end.line + 1
         here = [(m, r) for m, r in pairs if m.location.row <= last and m.end_location.row >= first]
+        position = {id(r): i for i, r in enumerate(snap.raw)}
         lsp_diags = {id(m): self.to_lsp(m, lines) for m, _ in here}
 
         for m, r in here:
@@ -670,7 +672,10 @@ class TrainlintServer(LanguageServer):
             kind = types.CodeActionKind.QuickFix if safe else UNSAFE_KIND
             if not wanted(kind):
                 continue
-            edit = await self.in_worker(self.fix_edit, snap, r.fix)
+            key = position[id(r)]
+            if key not in snap.fix_edits:  # asked again on every cursor move: computed once per lint
+                snap.fix_edits[key] = await self.in_worker(self.fix_edit, snap, r.fix)
+            edit = snap.fix_edits[key]
             if edit is None:
                 continue
             title = f"{m.code}: {m.fix.message}" if safe else f"{m.code}: {m.fix.message} (unsafe fix: check the result)"
@@ -700,8 +705,8 @@ class TrainlintServer(LanguageServer):
                     kind=FIX_ALL_KIND, edit=edit))
         elif not only and any(m.fix is not None and (snap.unsafe or m.fix.applicability == Applicability.SAFE)
                               for m, _ in pairs):
-            # Listed in the light-bulb menu too, computed only when chosen (resolve) or applied by the
-            # command, so that opening the menu stays cheap.
+            # Listed in the light-bulb menu too, as a command: the fixes are computed only when it is
+            # chosen, so that the menu stays cheap.
             actions.append(types.CodeAction(
                 title="trainlint: fix all safe fixes in this file", kind=FIX_ALL_KIND,
                 command=types.Command(title="trainlint: fix all", command=FIX_ALL_COMMAND,
