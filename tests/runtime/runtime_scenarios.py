@@ -314,7 +314,7 @@ def full_batch_adam(steps: int = 240, seed: int = 0, lr: float = 0.03):
     return losses
 
 
-def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1):
+def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1, divide_by: float = 0.0):
     """A learning rate far too high (Adam, lr=1): the loss explodes in the first steps, no NaN, the
     ReLUs die and the loss then sits at chance level (ln 10 = 2.30) for the rest of the run."""
     torch.manual_seed(seed)
@@ -326,6 +326,8 @@ def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1):
         for xb, yb in loader:
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(xb), yb)
+            if divide_by:
+                loss = loss / divide_by  # as Lightning does (`loss / accumulate_grad_batches`)
             loss.backward()
             opt.step()
             losses.append(loss.item())

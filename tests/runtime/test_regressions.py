@@ -118,6 +118,16 @@ def test_tl110_loss_sits_at_chance_level():
     assert line.strip() == "loss.backward()"
 
 
+def test_tl110_judges_the_cross_entropy_when_the_loss_is_it_scaled_by_a_constant():
+    with watch(config=False) as w:
+        S.lr_too_high(divide_by=1.0)
+    d = only(w.findings, "TL110")
+    assert d.runtime["evidence"]["classes"] == 10
+    # loss / 4 (Adam does not mind the scale): judged on the cross-entropy's own value, ~ln 10, not ln 10 / 4
+    d = only(watched(S.lr_too_high, divide_by=4.0), "TL110")
+    assert abs(d.runtime["evidence"]["median_loss"] - math.log(10)) <= 0.1 * math.log(10)
+
+
 def test_tl110_not_reported_for_a_sane_learning_rate_or_without_cross_entropy():
     assert watched(S.lr_too_high, lr=1e-2) == []
     assert "TL110" not in codes(watched(S.healthy))  # MSE: no number of classes

@@ -81,6 +81,18 @@ class LoaderState:
         self.full = full
 
 
+_SCALING_OPS = ("DivBackward0", "MulBackward0")
+
+
+def _scaled_from(t: torch.Tensor, src: torch.Tensor) -> bool:
+    """Is `t` = `src` divided or multiplied by a constant (one autograd node, metadata only)?"""
+    fn, base = t.grad_fn, src.grad_fn
+    if fn is None or base is None or type(fn).__name__ not in _SCALING_OPS:
+        return False
+    nexts = [f for f, _ in fn.next_functions if f is not None]
+    return len(nexts) == 1 and nexts[0] is base
+
+
 class Monitor:
     def __init__(self, settings: Dict[str, Any], codes: Iterable[str], models: Iterable[Any] = (),
                  optimizers: Optional[Iterable[Any]] = None):
@@ -245,7 +257,15 @@ class Monitor:
         self.last_loss_site = site
         ce = self._last_ce
         self._last_ce = None
-        self._record_loss(tensor.detach(), site, ce[1] if ce is not None and ce[0] is tensor else None)
+        classes, ce_value = None, None
+        if ce is not None:
+            if ce[0] is tensor:
+                classes = ce[1]
+            elif _scaled_from(tensor, ce[0]):
+                # the cross-entropy divided or multiplied by a constant on its way to backward()
+                # (Lightning's `loss / accumulate_grad_batches`): judge the cross-entropy's own value
+                classes, ce_value = ce[1], ce[0].detach()
+        self._record_loss(tensor.detach(), site, classes, ce_value)
 
     def backward_end(self) -> None:
         self.grads.backward_end()
@@ -254,7 +274,8 @@ class Monitor:
         self.captured.clear()
         self._last_clip = None  # a clip norm belongs to the gradients of the last backward
 
-    def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int]) -> None:
+    def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
+                     ce_value: Optional[torch.Tensor] = None) -> None:
         cb = self.current_batch
         if cb is not None:
             st, pass_no, batch, size, full = cb
@@ -266,6 +287,9 @@ class Monitor:
         else:
             rec = LossRecord(self.loss_count, self.step, None, None, None, None, None, site)
         rec.classes = classes
+        if ce_value is not None:
+            rec.ce_value = float(ce_value) if (self.immediate or (self.immediate is None and ce_value.device.type == "cpu")) \
+                else ce_value.reshape(())
         self.loss_count += 1
         if self.immediate is None:
             self.immediate = t.device.type == "cpu" or self.every == 1

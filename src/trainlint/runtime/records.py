@@ -24,7 +24,7 @@ class LossRecord:
     """
 
     __slots__ = ("index", "step", "epoch", "loader", "batch", "size", "full", "value", "site",
-                 "tensor", "scanned", "module", "classes")
+                 "tensor", "scanned", "module", "classes", "ce_value")
 
     def __init__(self, index: int, step: int, epoch: Optional[int], loader: Optional[int],
                  batch: Optional[int], size: Optional[int], full: Optional[int], site: Site):
@@ -41,6 +41,9 @@ class LossRecord:
         self.scanned = False  # module outputs of this step were examined (non-finite loss only)
         self.module: Optional[Dict[str, Any]] = None  # first module with a non-finite output
         self.classes: Optional[int] = None
+        # the cross-entropy's own value when the loss is that cross-entropy scaled by a constant (a
+        # 0-dim device tensor until flushed, then a float); None when the loss is the cross-entropy itself
+        self.ce_value: Any = None
 
     @property
     def short(self) -> bool:

@@ -28,11 +28,12 @@ _STRIDE = 5  # the window is judged every this many losses
 
 
 class _Series:
-    __slots__ = ("recent", "classes", "found", "found_median", "run", "best_run", "start", "seen", "departed",
+    __slots__ = ("recent", "starts", "classes", "found", "found_median", "run", "best_run", "start", "seen", "departed",
                  "last3", "start_level")
 
     def __init__(self, size: int) -> None:
-        self.recent: Deque[LossRecord] = deque(maxlen=size)
+        self.recent: Deque[float] = deque(maxlen=size)  # the judged values
+        self.starts: Deque[LossRecord] = deque(maxlen=size)  # their records (step, epoch of the window)
         self.classes = 0
         self.found: Optional[LossRecord] = None
         self.found_median = 0.0
@@ -55,18 +56,20 @@ class LossAtChanceLevel(Check):
         self.series: Dict[Any, _Series] = {}
 
     def on_loss(self, rec: LossRecord) -> None:
-        if rec.classes is None or not math.isfinite(rec.value):
+        value = rec.ce_value if isinstance(rec.ce_value, float) else rec.value
+        if rec.classes is None or not math.isfinite(value):
             return
         s = self.series.get(rec.site)
         if s is None:
             s = self.series[rec.site] = _Series(self.size)
         if s.classes != rec.classes:
             s.recent.clear()
+            s.starts.clear()
             s.run = 0
             s.classes = rec.classes
             s.departed = False
         chance = math.log(rec.classes)
-        s.last3.append(rec.value)
+        s.last3.append(value)
         if not s.departed and len(s.last3) == 3:
             if s.start_level is None:
                 s.start_level = min(s.last3)
@@ -75,17 +78,18 @@ class LossAtChanceLevel(Check):
             # exploded (an initial loss somewhat above ln C is only the random initialisation)
             if level < (1 - 2 * self.tol) * chance or level > 2 * max(chance, s.start_level):
                 s.departed = True
-        s.recent.append(rec)
+        s.recent.append(value)
+        s.starts.append(rec)
         s.seen += 1
         if not s.departed or len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
             return
-        values = [r.value for r in s.recent]
+        values = list(s.recent)
         med = median(values)
         half = self.size // 2
         improving = median(values[half:]) < _IMPROVING * median(values[:half])
         if abs(med - chance) <= self.tol * chance and not improving:
             if s.run == 0:
-                s.start, s.run = s.recent[0], self.size
+                s.start, s.run = s.starts[0], self.size
             else:
                 s.run += _STRIDE
             if s.found is None or s.found is s.start:
