@@ -64,7 +64,8 @@ def test_lightning_callback_finds_a_learning_rate_far_too_high():
     assert d.runtime["step"] <= 3 and math.isfinite(d.runtime["evidence"]["peak_loss"])
 
 
-def test_huggingface_callback_on_a_tiny_model_from_a_config():
+@pytest.mark.parametrize("lr", [1e-3, 1.0])
+def test_huggingface_callback_on_a_tiny_model(lr):
     transformers = pytest.importorskip("transformers")
     from torch import nn
 
@@ -78,7 +79,8 @@ def test_huggingface_callback_on_a_tiny_model_from_a_config():
             loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
             return {"loss": loss, "logits": logits}
 
-    data = S._blobs(n=256, seed=0)
+    torch.manual_seed(0)
+    data = S._blobs(n=512, seed=0)
 
     class DS(torch.utils.data.Dataset):
         def __len__(self):
@@ -92,6 +94,11 @@ def test_huggingface_callback_on_a_tiny_model_from_a_config():
     cb = huggingface_callback(output_format="concise", stream=out)
     args = transformers.TrainingArguments(output_dir="/tmp/trainlint-hf-test", per_device_train_batch_size=32,
                                           num_train_epochs=1, report_to=[], use_cpu=True, save_strategy="no",
-                                          logging_strategy="no", learning_rate=1e-3)
+                                          logging_strategy="no", learning_rate=lr, seed=0)
     transformers.Trainer(model=Tiny(), args=args, train_dataset=DS(), callbacks=[cb]).train()
-    assert cb.findings == [], [(d.code, d.message) for d in cb.findings]
+    if lr < 0.1:
+        assert cb.findings == [], [(d.code, d.message) for d in cb.findings]
+        assert out.getvalue() == ""
+    else:  # Adam at lr=1 (the Trainer clips at 1.0 and decays the rate linearly): the loss explodes
+        assert "TL109" in {d.code for d in cb.findings}, [(d.code, d.message) for d in cb.findings]
+        assert "TL109" in out.getvalue()
