@@ -7,7 +7,8 @@ when its loss is non-finite (nothing is spent on healthy batches); on an acceler
 `isfinite().all()` reduction per batch is queued on the device and read at the flush.
 The scale of each feature (dimension 1: the columns of tabular data, the channels of images) is its
 root mean square over the first `input-scale-batches` batches of each DataLoader; a feature whose RMS
-is at least `input-scale-ratio` times above or below the median feature's is badly scaled. Batches of
+is at least `input-scale-ratio` times above or below the median feature's is badly scaled. Inputs with
+more than 1024 entries along dimension 1 (a waveform, a flattened image) are not judged for scale. Batches of
 DataLoaders that never reach backward() (validation) are not reported.
 """
 
@@ -22,6 +23,7 @@ from trainlint.runtime.records import BatchPlace
 from trainlint.runtime.sites import UNKNOWN
 
 _PENDING_MAX = 4096
+_MAX_FEATURES = 1024  # more columns than this are not tabular features (a waveform, a flattened image)
 
 
 def first_float_tensor(batch: Any, depth: int = 0) -> Optional[torch.Tensor]:
@@ -75,7 +77,8 @@ class BadInputData(Check):
             sc = self.scales.get(where.loader)
             if sc is None:
                 sc = self.scales[where.loader] = _Scale()
-            if not sc.done and sc.asked < self.scale_batches and x.dim() >= 2 and x.shape[1] >= 2:
+            if (not sc.done and sc.asked < self.scale_batches and x.dim() >= 2
+                    and 2 <= x.shape[1] <= _MAX_FEATURES):
                 sc.asked += 1
                 dims = [0] + list(range(2, x.dim()))  # every dimension but the features'
                 rms = x.detach().float().nan_to_num(0.0, 0.0, 0.0).pow(2).mean(dim=dims).sqrt()
