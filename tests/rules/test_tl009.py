@@ -55,6 +55,16 @@ BAD = {
         df = pd.read_csv("train.csv")
         df = (df - df.mean()) / df.std()  # expect: TL009
     """,
+    "the_field_reports_loader": """
+        import numpy as np
+
+        def normalize(image):
+            mean = np.mean(image.astype(np.float32), axis=0)
+            std = np.std(image.astype(np.float32), axis=0)
+            np.seterr(divide='ignore', invalid='ignore')  # expect: TL009
+            image_nor = (image.astype(np.float32) - mean) / std  # expect: TL009
+            return image_nor
+    """,
     "numpy_errors_silenced": """
         import numpy as np
 
