@@ -758,23 +758,10 @@ def _unquote(uri: str) -> str:
 
 
 def _forget_module(path: str, structural: bool = False) -> None:
-    """Drop the memoised facts of the projects that read `path` (analysis/project.py keeps parsed modules
-    and facts in memory for the process's lifetime; the CLI never outlives a change). A file created or
-    deleted (`structural`) may change where imports resolve: its whole project is dropped."""
-    from trainlint.analysis import project as project_mod
+    """Drop the memoised facts of the projects that read `path` (see `Project.forget`)."""
+    from trainlint.analysis.project import Project
 
-    by_root = getattr(project_mod.Project, "_by_root", None)
-    if not isinstance(by_root, dict):
-        return
-    for root, proj in list(by_root.items()):
-        digests = getattr(proj, "_digests", None)
-        if not isinstance(digests, dict):
-            by_root.pop(root, None)
-        elif path in digests:
-            if digests[path] is None or project_mod.digest_of(path) != digests[path]:
-                by_root.pop(root, None)
-        elif structural and path.startswith(root.rstrip(os.sep) + os.sep):
-            by_root.pop(root, None)
+    Project.forget(path, structural)
 
 
 def _config_stamp(folder: str, override: Optional[str]):

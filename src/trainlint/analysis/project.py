@@ -87,6 +87,18 @@ class Project:
         self._frames: List[Dict[str, str]] = []
 
     @classmethod
+    def forget(cls, path: str, structural: bool = False) -> None:
+        """Drop what the projects that read `path` know, when `path` changed (a long-running process
+        such as the language server; the CLI never outlives a change). A file created or deleted
+        (`structural`) may change where imports resolve: its whole project is dropped."""
+        for root, proj in list(cls._by_root.items()):
+            if path in proj._digests:
+                if proj._digests[path] is None or digest_of(path) != proj._digests[path]:
+                    cls._by_root.pop(root, None)
+            elif structural and path.startswith(root.rstrip(os.sep) + os.sep):
+                cls._by_root.pop(root, None)
+
+    @classmethod
     def for_file(cls, path: str) -> Optional["Project"]:
         if not path or not os.path.isfile(path):
             return None
