@@ -143,6 +143,38 @@ BAD = {
                 y_hat = torch.sigmoid(y_hat)
                 return loss
     """,
+    "keras_sequential_softmax_compiled_from_logits": """
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        model = keras.Sequential([
+            layers.Flatten(input_shape=(28, 28)),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ])
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # expect: TL007
+                      metrics=["accuracy"])
+    """,
+    "keras_added_sigmoid_and_a_named_loss": """
+        import tensorflow as tf
+
+        model = tf.keras.Sequential()
+        model.add(tf.keras.layers.Dense(64, activation="relu"))
+        model.add(tf.keras.layers.Dense(1, activation="sigmoid"))
+        bce = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+        model.compile(optimizer="adam", loss=bce)  # expect: TL007
+    """,
+    "keras_functional_model": """
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        inputs = keras.Input(shape=(784,))
+        x = layers.Dense(64, activation="relu")(inputs)
+        outputs = layers.Dense(10, activation="softmax")(x)
+        model = keras.Model(inputs=inputs, outputs=outputs)
+        model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))  # expect: TL007
+    """,
 }
 
 GOOD = {
@@ -229,6 +261,29 @@ GOOD = {
         def train_step(model, x, y):
             probs = tf.nn.softmax(model(x))
             return loss_fn(y, probs)
+    """,
+    "keras_logits_model_from_logits": """
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        model = keras.Sequential([layers.Dense(128, activation="relu"), layers.Dense(10)])
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    """,
+    "keras_softmax_model_probability_loss": """
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        model = keras.Sequential([layers.Dense(10, activation="softmax")])
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy())
+        model.compile(loss="sparse_categorical_crossentropy")
+    """,
+    "keras_softmax_removed_by_a_later_add": """
+        from tensorflow import keras
+        from tensorflow.keras import layers
+
+        model = keras.Sequential([layers.Dense(10, activation="softmax")])
+        model.add(layers.Dense(10))
+        model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     """,
     "unknown_criterion": """
         import torch
@@ -324,3 +379,13 @@ def test_no_fix_through_names_or_models():
 @pytest.mark.parametrize("name", BAD)
 def test_positive_examples_pass_the_prefilter(name):
     assert [r.CODE for r in _rules_matching(src(BAD[name]), C)] == C
+
+
+def test_fix_keras_sets_from_logits_false():
+    fixed = assert_fix_roundtrip(BAD["keras_sequential_softmax_compiled_from_logits"], C)
+    assert "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False)," in fixed
+
+
+def test_no_fix_for_a_keras_loss_built_elsewhere():
+    (d,) = lint(BAD["keras_added_sigmoid_and_a_named_loss"], C)
+    assert d.fix is None

@@ -220,3 +220,74 @@ def log_argument(index: ModuleIndex, call: cst.Call) -> Optional[cst.BaseExpress
             return None
         return recv
     return None
+
+
+# -- Keras models ----------------------------------------------------------------------------------
+
+_KERAS_ACT_LAYERS = {"Softmax": SOFTMAX, "Sigmoid": SIGMOID}
+
+
+def keras_layer_activation(index: ModuleIndex, layer: cst.BaseExpression) -> Optional[str]:
+    """The activation a Keras layer construction ends with: `Dense(10, activation="softmax")`,
+    `Activation("sigmoid")`, `Softmax()`, `Dense(1, activation=tf.nn.sigmoid)`."""
+    if not isinstance(layer, cst.Call):
+        return None
+    q = index.callee(layer) or ""
+    last = q.rsplit(".", 1)[-1]
+    if last in _KERAS_ACT_LAYERS and ("keras" in q or "layers" in q or
+                                      "keras" in index.imports.aliases.get(last, "")):
+        return _KERAS_ACT_LAYERS[last]
+    arg = None
+    for a in layer.args:
+        if a.keyword is not None and a.keyword.value == "activation":
+            arg = a.value
+    if arg is None and last == "Activation" and layer.args and layer.args[0].keyword is None:
+        arg = layer.args[0].value
+    if arg is None:
+        return None
+    if isinstance(arg, cst.SimpleString):
+        v = arg.evaluated_value
+        return {"softmax": SOFTMAX, "sigmoid": SIGMOID}.get(v if isinstance(v, str) else "")
+    aq = index.qualify(arg) or ""
+    mod, _, name = aq.rpartition(".")
+    if name in ("softmax", "sigmoid") and mod in _FUNC_MODULES:
+        return _FUNCS[name]
+    return None
+
+
+def keras_model_activation(index: ModuleIndex, model: cst.BaseExpression) -> Optional[str]:
+    """The activation the last layer of a Keras model built in this module applies: a
+    `Sequential([...])` list, `model.add(...)` calls (the last one before the use, same function), or a
+    functional `Model(inputs, outputs)` whose outputs come out of such a layer."""
+    if not isinstance(model, (cst.Name, cst.Attribute)):
+        return None
+    ctor = bound_value(index, model)
+    if not isinstance(ctor, cst.Call):
+        return None
+    last = (index.callee(ctor) or "").rsplit(".", 1)[-1]
+    if last == "Sequential":
+        layers = call_arg_value(ctor, "layers", 0)
+        added = [c for c in index.calls if method_name(c) == "add" and c.args
+                 and isinstance(c.func, cst.Attribute) and index.code(c.func.value).strip() == index.code(model).strip()
+                 and index.scope.get(c) is index.scope.get(ctor)]
+        if added:  # the last `model.add(...)` is the last layer
+            return keras_layer_activation(index, added[-1].args[0].value)
+        if isinstance(layers, (cst.List, cst.Tuple)) and layers.elements:
+            el = layers.elements[-1]
+            if not isinstance(el, cst.StarredElement):
+                return keras_layer_activation(index, el.value)
+        return None
+    if last in ("Model", "Functional"):
+        outputs = call_arg_value(ctor, "outputs", 1)
+        if isinstance(outputs, cst.Name):
+            outputs = reaching_value(index, outputs) or bound_value(index, outputs)
+        if isinstance(outputs, cst.Call) and isinstance(outputs.func, cst.Call):
+            return keras_layer_activation(index, outputs.func)  # `Dense(10, activation="softmax")(x)`
+    return None
+
+
+def call_arg_value(call: cst.Call, keyword: str, position: int) -> Optional[cst.BaseExpression]:
+    from trainlint.analysis.index import call_arg
+
+    a = call_arg(call, keyword, position)
+    return a.value if a is not None else None

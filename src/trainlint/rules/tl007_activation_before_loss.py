@@ -18,10 +18,11 @@ from typing import List, Optional
 
 import libcst as cst
 
-from trainlint.analysis.activations import (LOG_SOFTMAX, SIGMOID, SOFTMAX, activation_function,
-                                             activation_module, activation_of)
-from trainlint.analysis.index import call_arg
-from trainlint.analysis.lossfns import BCE_LOGITS, CROSS_ENTROPY, NLL, loss_call
+from trainlint.analysis.activations import (LOG_SOFTMAX, SIGMOID, SOFTMAX, activation_function, activation_module,
+                                             activation_of, keras_model_activation)
+from trainlint.analysis.index import call_arg, method_name, receiver
+from trainlint.analysis.lossfns import BCE_LOGITS, CROSS_ENTROPY, NLL, loss_call, loss_constructor
+from trainlint.analysis.reaching import bound_value
 from trainlint.analysis.names import dotted
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
@@ -55,6 +56,34 @@ def check(ctx: RuleContext) -> None:
                        "plateaus; pass the logits")
             fix = _remove_fix(ctx, lc.input)
         ctx.report(call, message, fix=fix)
+    for call in index.calls:
+        if method_name(call) == "compile" and receiver(call) is not None:
+            _check_keras_compile(ctx, call)
+
+
+def _check_keras_compile(ctx: RuleContext, call: cst.Call) -> None:
+    """`model.compile(loss=...(from_logits=True))` on a Keras model whose last layer has the activation."""
+    index = ctx.index
+    arg = call_arg(call, "loss")
+    if arg is None:
+        return
+    ctor = arg.value if isinstance(arg.value, cst.Call) else bound_value(index, arg.value)
+    if not isinstance(ctor, cst.Call):
+        return
+    kind = loss_constructor(index, ctor)
+    if kind not in (CROSS_ENTROPY, BCE_LOGITS):
+        return
+    act = keras_model_activation(index, receiver(call))
+    if act not in _DOUBLED[kind]:
+        return
+    flag = call_arg(ctor, "from_logits")
+    fix = None
+    if flag is not None and ctor is arg.value:
+        fix = ctx.fix("unsafe", "Set from_logits=False (the model outputs probabilities)",
+                      ctx.replace(flag.value, "False"))
+    ctx.report(arg.value, f"The model's last layer already applies {act}, but this loss is built with "
+                          "from_logits=True and applies it again, so training plateaus; drop the activation "
+                          "or set from_logits=False", fix=fix)
 
 
 def _activation_input(ctx: RuleContext, act_call: cst.BaseExpression) -> Optional[cst.BaseExpression]:
