@@ -219,28 +219,13 @@ def param_values(index: ModuleIndex, name: str, fn: Scope):
         params = params[1:]
     positions = {p.name.value: i for i, p in enumerate(params)}
     default = index.param_default(name, fn)
-    out = []
     owner = index._owner_class(fn) if is_method else None
     if owner is not None and fn.name.value == "__init__":  # Net(...) calls Net.__init__
-        for call in calls_by_name(index).get(owner.name.value, []):
-            arg = call_arg(call, name, positions.get(name))
-            if arg is None:
-                if any(a.star for a in call.args):
-                    return []
-                if default is not None:
-                    out.append((default, index.scope.get(fn)))
-                continue
-            out.append((arg.value, index.scope.get(call)))
-        if not out and default is not None:
-            out.append((default, index.scope.get(fn)))
-        return out
-    for call in calls_by_name(index).get(fn.name.value, []):
-        func = call.func
-        if is_method and not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
-                              and func.value.value == "self" and index.cls_of.get(call) is index.cls_of.get(fn)):
-            continue
-        if not is_method and not isinstance(func, cst.Name):
-            continue
+        calls = calls_by_name(index).get(owner.name.value, [])
+    else:
+        calls = [c for c in calls_by_name(index).get(fn.name.value, []) if _calls_it(index, c, fn, is_method)]
+    out = []
+    for call in calls:
         arg = call_arg(call, name, positions.get(name))
         if arg is None:
             if any(a.star for a in call.args):
@@ -252,3 +237,12 @@ def param_values(index: ModuleIndex, name: str, fn: Scope):
     if not out and default is not None:
         out.append((default, index.scope.get(fn)))
     return out
+
+
+def _calls_it(index: ModuleIndex, call: cst.Call, fn: cst.FunctionDef, is_method: bool) -> bool:
+    """`f(...)` for a function, `self.f(...)` from the same class for a method."""
+    func = call.func
+    if is_method:
+        return isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) \
+            and func.value.value == "self" and index.cls_of.get(call) is index.cls_of.get(fn)
+    return isinstance(func, cst.Name)
