@@ -228,6 +228,19 @@ GOOD = {
             torch.nn.utils.clip_grad_norm_(amp.master_params(optimizer), 1.0)
             optimizer.step()
     """,
+    "helper_unscales_then_clips": """
+        import torch
+
+        def unscale_and_clip(scaler, optimizer, params, max_norm):
+            scaler.unscale_(optimizer)
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+        def step(model, optimizer, scaler, loss):
+            scaler.scale(loss).backward()
+            unscale_and_clip(scaler, optimizer, model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+    """,
     "gradient_accumulation_unscale_at_the_boundary": """
         import torch
 

@@ -123,11 +123,16 @@ def _clipping_helpers(index: ModuleIndex) -> Dict[str, cst.FunctionDef]:
     def compute():
         out = {}
         for name, fn in index.functions.items():
+            clips = unscales = False
             for node, _ in walk(fn.body):
-                if isinstance(node, cst.Call) and (is_clip_call(index, node) or (
-                        method_name(node) in ("clamp_", "clip_") and _reads_grad(receiver(node)))):
-                    out[name] = fn
-                    break
+                if isinstance(node, cst.Call):
+                    if method_name(node) == "unscale_":
+                        unscales = True  # a helper that unscales before clipping is the right way round
+                    elif is_clip_call(index, node) or (
+                            method_name(node) in ("clamp_", "clip_") and _reads_grad(receiver(node))):
+                        clips = True
+            if clips and not unscales:
+                out[name] = fn
         return out
 
     return index.cached("amp.clipping_helpers", compute)
