@@ -382,9 +382,10 @@ def test_message_names_optimizer_and_remedy():
     from helpers import lint
 
     (d,) = lint(BAD["gan_generator_never_cleared"], C)
-    assert "opt_g" in d.message and "zero_grad" in d.message
+    assert "opt_g" in d.message and "sum of all gradients" in d.message
     assert d.name == "missing-zero-grad" and d.severity == "error"
     assert d.fix is not None and d.fix.applicability.value == "unsafe"
+    assert "opt_g.zero_grad()" in d.fix.message  # the remedy: one sentence in the message, the how in the fix
 
 
 def test_fix_inserts_zero_grad_at_loop_start():

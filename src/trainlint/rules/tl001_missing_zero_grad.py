@@ -66,8 +66,7 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
             ctx.report(
                 s.node,
                 f"`{_text(ctx, s)}` runs in a training loop{_via(ctx, facts, s)} that never clears `{key}`'s "
-                "gradients: each step applies the sum of all gradients so far. "
-                f"Call `{key}.zero_grad()` once per iteration",
+                "gradients, so each step applies the sum of all gradients so far",
                 fix=_insert_fix(ctx, facts, key),
             )
         return
@@ -110,8 +109,8 @@ def _check_optimizer(ctx: RuleContext, facts: LoopFacts, key: str, reported: Set
                     reported.add(s.node)
                     ctx.report(
                         s.node,
-                        f"`{key}.zero_grad()` runs after backward() and before `{key}.step()`: the step sees "
-                        "zeroed gradients and the model does not learn. Clear the gradients before backward()",
+                        f"`{key}.zero_grad()` runs after backward() and before `{key}.step()`, so the step sees "
+                        "zeroed gradients and the model does not learn",
                         fix=_move_fix(ctx, c, backward, key),
                     )
                     break
@@ -132,9 +131,9 @@ def _check_accumulation(ctx: RuleContext, facts: LoopFacts, key: str, reported: 
                 reported.add(s.node)
                 ctx.report(
                     s.node,
-                    f"`{_text(ctx, c)}` clears the module's gradients on every micro-step inside "
-                    f"`accelerator.accumulate(...)`, which only skips the prepared optimizer's zero_grad(): "
-                    f"`{_text(ctx, s)}` sees the last micro-batch only. Call `{key}.zero_grad()` instead",
+                    f"`{_text(ctx, c)}` clears gradients on every micro-step of `accelerator.accumulate(...)` "
+                    f"(only the optimizer's zero_grad() is skipped there), so `{_text(ctx, s)}` sees the last "
+                    "micro-batch only",
                 )
             continue
         test = facts.periodic_condition(s)
@@ -147,9 +146,8 @@ def _check_accumulation(ctx: RuleContext, facts: LoopFacts, key: str, reported: 
         reported.add(s.node)
         ctx.report(
             s.node,
-            f"`{_text(ctx, s)}` runs only when `{ctx.index.code(test).strip()}`, but `{_text(ctx, c)}` (line "
-            f"{ctx.range(c.node)[0].row}) runs on every iteration: the accumulated micro-batch gradients are "
-            f"cleared before the step, which sees the last micro-batch only. Clear right after the step",
+            f"`{_text(ctx, s)}` runs only when `{ctx.index.code(test).strip()}` but `{_text(ctx, c)}` (line "
+            f"{ctx.range(c.node)[0].row}) runs on every iteration, so the step sees the last micro-batch only",
         )
 
 

@@ -63,10 +63,8 @@ def check(ctx: RuleContext) -> None:
                 continue
             ctx.report(
                 div,
-                f"`{code}` is added to both the numerator and the denominator of this Dice/Tversky/IoU "
-                "ratio: an empty target with an empty prediction then scores a perfect 1, so predicting "
-                "nothing is rewarded (worst for per-sample Dice on data with many empty targets); add "
-                f"`{code}` to the denominator only",
+                f"`{code}` is in both the numerator and the denominator of this Dice/IoU ratio, so an empty "
+                "target with an empty prediction scores a perfect 1 and predicting nothing is rewarded",
                 fix=_fix(ctx, num_node, term),
             )
             break

@@ -49,14 +49,13 @@ def check(ctx: RuleContext) -> None:
         fix = _fix(ctx, node, value)
         scope = index.scope.get(node)
         if Losses(index, scope, names).actual_batch_length(denom):
-            effect = ("the gradient scales with 1/batch size, so the short last batch of each epoch gets a "
-                      "larger step")
+            effect = "the short last batch of each epoch gets a larger step"
         else:
-            effect = "the loss and the effective learning rate shrink with the configured batch size"
+            effect = "the effective learning rate shrinks with the batch size"
         ctx.report(
             node,
-            f"`{index.code(value).strip()}` is already averaged over the batch and is divided by "
-            f"`{index.code(denom).strip()}` again: {effect}",
+            f"`{index.code(value).strip()}` is already a batch mean and is divided by "
+            f"`{index.code(denom).strip()}` again, so {effect}",
             fix=fix,
         )
     _check_keras(ctx)

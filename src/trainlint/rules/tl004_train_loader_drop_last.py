@@ -69,9 +69,8 @@ def check(ctx: RuleContext) -> None:
             where, why = reason
             ctx.report(
                 call,
-                f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch (no "
-                f"drop_last=True) while the loss backpropagated at line {ctx.range(where)[0].row} {why}: that "
-                "batch's gradient is larger by batch_size / its length, a spike once per epoch",
+                f"training DataLoader{f' `{label}`' if label else ''} keeps the short last batch while the loss "
+                f"(line {ctx.range(where)[0].row}) {why}, so that batch's step is larger: a spike once per epoch",
                 fix=fix,
             )
             continue
@@ -83,9 +82,8 @@ def check(ctx: RuleContext) -> None:
             where = f" ({_where(ctx, path, line)})" if path else ""
             ctx.report(
                 call,
-                f"training DataLoader{f' `{label}`' if label else ''} keeps the last batch (no drop_last=True) "
-                f"while the model applies {desc}{where}: when len(dataset) % batch_size == 1 that batch has "
-                "one sample and BatchNorm raises 'Expected more than 1 value per channel when training'",
+                f"training DataLoader{f' `{label}`' if label else ''} keeps a last batch of one sample when "
+                f"len(dataset) % batch_size == 1, which crashes the model's {desc}{where}",
                 fix=fix,
                 severity="warning",
             )
@@ -216,7 +214,7 @@ def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
                 if isinstance(v.operator, cst.DivideAssign) and losses.actual_batch_length(v.value):
                     i = vals.index(v)
                     if i > 0 and losses.reduction(vals[i - 1]) == "mean":
-                        return "is averaged over the batch twice (see TL003)"
+                        return "is averaged twice (TL003)"
                 continue
             why = _dependence(losses, v, sizes, depth + 1)
             if why:
@@ -229,7 +227,7 @@ def _dependence(losses: Losses, expr, sizes, depth) -> Optional[str]:
                 if isinstance(left, cst.Name) and len(losses.index.values_of(left.value, losses.scope)) > 1:
                     left = losses.index.reaching_value(left.value, losses.scope, expr) or left
                 if losses.reduction(left) == "mean":
-                    return "is averaged over the batch twice (see TL003)"
+                    return "is averaged twice (TL003)"
                 return None
             return _dependence(losses, expr.left, sizes, depth + 1)
         if isinstance(expr.operator, (cst.Add, cst.Subtract, cst.Multiply)):

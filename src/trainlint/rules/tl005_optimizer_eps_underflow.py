@@ -57,9 +57,8 @@ def check(ctx: RuleContext) -> None:
             fcall, prec = fabric[0]
             ctx.report(
                 call,
-                f"`{last}` keeps {what} but Fabric (line {ctx.range(fcall)[0].row}) can run with precision="
-                f"\"{prec}\", which makes the parameters float16, where that eps is 0 and updates become Inf/NaN; "
-                "use eps=1e-4 or a mixed precision",
+                f"`{last}` keeps {what}, which is 0 in float16, and Fabric (line {ctx.range(fcall)[0].row}) can "
+                f"make the parameters float16 (precision=\"{prec}\"), so updates can become Inf/NaN",
                 fix=_fix(ctx, call, eps_arg, FIXED_EPS, "unsafe",
                          "Set eps=1e-4 (also changes the updates when the run is not float16)"),
                 severity="warning",
@@ -69,9 +68,8 @@ def check(ctx: RuleContext) -> None:
             what = f"eps={eps_arg and index.code(eps_arg.value).strip()}" if eps_arg else f"the default eps={default:g}"
             ctx.report(
                 call,
-                f"`{last}` updates the float16 parameters of `{model}` with {what}, which is 0 in float16: "
-                "sqrt(v) + eps can be 0 and the update Inf/NaN. Use eps=1e-4 (or keep fp32 master weights "
-                "with AMP)",
+                f"`{last}` updates the float16 parameters of `{model}` with {what}, which is 0 in float16, so "
+                "updates can become Inf/NaN",
                 fix=_fix(ctx, call, eps_arg, FIXED_EPS, "safe",
                          "Set eps=1e-4 (the default is not representable in float16)"),
             )
