@@ -1,7 +1,7 @@
 """What batches a DataLoader yields: does it drop the short last batch, its batch size, its sampler.
 
 A DataLoader is a call of `torch.utils.data.DataLoader` (or any `...DataLoader`), or of a project class
-that subclasses one (`MolGraphDataLoader(dset, bs)`, followed through imports). Its keyword arguments
+named like a loader that subclasses one (`MolGraphDataLoader(dset, bs)`, followed through imports). Its keyword arguments
 are read from the call and from a `**kwargs` dictionary written in the module (`**self._loader_kwargs`
 set to `dict(batch_size=..., drop_last=False)` or a `{...}` literal). A subclass whose `__init__` passes
 its own `drop_last` to the base class is trusted to drop when it needs to.
@@ -109,8 +109,9 @@ def _dataloader_subclass(index: ModuleIndex, call: cst.Call, q: str):
     if isinstance(func, cst.Name) and func.value in index.classes:
         cls_index, cls = index, index.classes[func.value]
     else:
-        if not q or not q.rsplit(".", 1)[-1][:1].isupper():
-            return None
+        last = q.rsplit(".", 1)[-1] if q else ""
+        if not last[:1].isupper() or not last.endswith("Loader"):
+            return None  # only classes named like loaders are looked up (each lookup may parse a module)
         sym = project_symbol(index, q)
         if sym is None or not isinstance(sym.node, cst.ClassDef):
             return None

@@ -267,11 +267,11 @@ def project_batchnorm(index: ModuleIndex) -> Optional[Layer]:
                         data = fh.read(2_000_001)
                 except OSError:
                     continue
-                if b"BatchNorm" not in data or len(data) > 2_000_000:
+                if b"BatchNorm" not in data or len(data) > 2_000_000 or not _MAY_HOLD.search(data):
                     continue
                 count += 1
-                if count > 300:
-                    return None
+                if count > MAX_SCANNED:
+                    return None  # a large library, not a training project: no guess
                 other = project.index_of(path)
                 if other is not None:
                     layer = single_value_in_module(other)
@@ -293,6 +293,14 @@ def single_value_in_module(index: ModuleIndex) -> Optional[Layer]:
             return layer
     return None
 
+
+# A file is parsed for the project scan only if its text can hold one of the patterns: a pooling to 1,
+# a Linear or a Flatten followed closely by a BatchNorm, or a BatchNorm1d in a file without convolutions
+# or recurrent layers.
+_MAY_HOLD = re.compile(
+    rb"(?:Adaptive(?:Avg|Max)Pool[123]d|Linear|Flatten)\s*\([^)]*\)[\s\S]{0,400}?BatchNorm"
+    rb"|\A(?![\s\S]*(?:Conv[123]d|LSTM|GRU|RNN))[\s\S]*BatchNorm1d")
+MAX_SCANNED = 40
 
 _SKIP_DIRS = {"venv", ".venv", "build", "dist", "node_modules", "site-packages", "__pycache__", "tests", "test",
               "docs", "examples"}
