@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-import libcst as cst
+if TYPE_CHECKING:  # libcst is imported only when a module is parsed (a warm run never parses)
+    import libcst as cst
 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 MAX_PARSED = 48  # parsed modules kept in memory (least recently used go first)
