@@ -137,3 +137,13 @@ def test_every_static_code_has_a_rule_module_and_every_module_a_code():
     assert sorted(RULE_MODULES) == sorted(STATIC_CODES)
     for rule in load(list(RULE_MODULES)):
         assert rule.CODE in RULE_MODULES and RULE_MODULES[rule.CODE] == rule.__name__
+
+
+def test_rule_list_columns_line_up():
+    from trainlint.codes import CODES
+
+    r = invoke("rule", "--all")
+    lines = [line for line in r.output.splitlines() if line.startswith("TL")]
+    assert len(lines) == len(CODES)
+    kind_columns = {line.index(" static ") if " static " in line else line.index(" runtime ") for line in lines}
+    assert len(kind_columns) == 1

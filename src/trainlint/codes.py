@@ -36,7 +36,8 @@ CODES: Dict[str, Code] = {
              "a loss that is already a batch mean is divided by the batch size again",
              "static", fix="unsafe"),
         Code("TL004", "train-loader-drop-last",
-             "a training DataLoader without drop_last=True while the loss scale depends on the batch size",
+             "a training DataLoader keeps the short last batch while the loss is averaged twice, or while a "
+             "BatchNorm of the model sees one value per channel",
              "static", fix="unsafe"),
         Code("TL005", "optimizer-eps-underflow",
              "an adaptive optimizer on fp16 parameters with an eps that fp16 rounds to 0",

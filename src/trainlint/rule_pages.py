@@ -70,7 +70,8 @@ def print_rules(fmt: str) -> int:
         )
         sys.stdout.write("\n")
         return 0
+    width = max(len(c.name) for c in CODES.values())
     for c in CODES.values():
         fix = {"safe": "fix", "unsafe": "fix (unsafe)"}.get(c.fix or "", "-")
-        click.echo(f"{c.code}  {c.name:<24} {c.kind:<8} {fix:<13} {c.summary}")
+        click.echo(f"{c.code}  {c.name:<{width}}  {c.kind:<8} {fix:<13} {c.summary}")
     return 0
