@@ -73,6 +73,21 @@ BAD = {
 }
 
 GOOD = {
+    "inference_pipeline_under_no_grad": """
+        import torch
+
+        class Pipeline:
+            @staticmethod
+            def adaptive_normalization(source, reference):
+                source_mean = source.mean(dim=(1, 2, 3), keepdim=True)
+                source_std = source.std(dim=(1, 2, 3), keepdim=True)
+                normalized = (source - source_mean) / source_std
+                return normalized * reference.std() + reference.mean()
+
+            @torch.no_grad()
+            def __call__(self, source, reference):
+                return self.adaptive_normalization(source, reference)
+    """,
     "eps_added": """
         def normalise(adv):
             return (adv - adv.mean()) / (adv.std() + 1e-8)

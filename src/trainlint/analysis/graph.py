@@ -173,3 +173,34 @@ def under_no_grad(index: ModuleIndex, node: cst.CSTNode) -> bool:
                     return True
         cur = index.parent.get(cur)
     return False
+
+
+def _no_grad_decorated(index: ModuleIndex, fn: cst.FunctionDef) -> bool:
+    for dec in fn.decorators:
+        d = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+        if (index.qualify(d) or "").rsplit(".", 1)[-1] in ("no_grad", "inference_mode"):
+            return True
+    return False
+
+
+def only_runs_without_grad(index: ModuleIndex, node: cst.CSTNode) -> bool:
+    """Does `node` run only without autograd: inside `with torch.no_grad()` or a function decorated with
+    `@torch.no_grad()`, or in a function whose every call in the module (`f(...)`, `self.f(...)`) is
+    itself such (inference code, a diffusion pipeline's `__call__`)? Followed two callers deep."""
+    return _only_without_grad(index, node, 0)
+
+
+def _only_without_grad(index: ModuleIndex, node: cst.CSTNode, depth: int) -> bool:
+    if under_no_grad(index, node):
+        return True
+    fn = index.scope.get(node)
+    if not isinstance(fn, cst.FunctionDef):
+        return False
+    if _no_grad_decorated(index, fn):
+        return True
+    if depth >= 2:
+        return False
+    from trainlint.analysis.expr import calls_by_name
+
+    callers = [c for c in calls_by_name(index).get(fn.name.value, []) if c is not node]
+    return bool(callers) and all(_only_without_grad(index, c, depth + 1) for c in callers)
