@@ -292,3 +292,38 @@ def test_a_model_handed_to_a_framework_fit_is_the_trained_model(tmp_path):
         ''',
     })
     assert codes_at(tmp_path / "notebook_train.py", ["TL004"]) == []
+
+
+def test_a_wrapped_library_model_is_still_the_trained_model(tmp_path):
+    """`model = resnet50(); model = DDP(model)`: the trained model is torchvision's ResNet (no pooled
+    BatchNorm), not the projector with BatchNorm1d that the project's pre-training script defines."""
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "main.py": '''
+            import torch.nn as nn
+
+            class BarlowTwins(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.projector = nn.Sequential(nn.Linear(2048, 8192), nn.BatchNorm1d(8192), nn.ReLU())
+        ''',
+        "evaluate.py": '''
+            import torch
+            from torchvision import models
+
+            def main_worker(gpu, args):
+                model = models.resnet50().cuda(gpu)
+                model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[gpu])
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+                kwargs = dict(batch_size=256, num_workers=8, pin_memory=True)
+                train_loader = torch.utils.data.DataLoader(train_dataset, sampler=train_sampler, **kwargs)
+                for epoch in range(100):
+                    model.train()
+                    for images, target in train_loader:
+                        loss = torch.nn.functional.cross_entropy(model(images), target)
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+        ''',
+    })
+    assert codes_at(tmp_path / "evaluate.py", ["TL004"]) == []

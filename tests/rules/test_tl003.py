@@ -355,3 +355,21 @@ def test_keras_distributed_idiom_sum_over_global_batch():
             return tf.reduce_sum(per_example_loss) * (1.0 / GLOBAL_BATCH_SIZE)
     """
     assert found(code, C) == set()
+
+
+def test_len_of_a_list_the_code_builds_is_not_the_batch():
+    from helpers import found
+
+    code = """
+        import torch
+        import torch.nn.functional as F
+
+        def jsd(output, target, num_splits=3, alpha=12):
+            logits_split = torch.split(output, output.shape[0] // num_splits)
+            loss = F.cross_entropy(logits_split[0], target)
+            probs = [F.softmax(logits, dim=1) for logits in logits_split]
+            logp_mixture = torch.clamp(torch.stack(probs).mean(axis=0), 1e-7, 1).log()
+            loss += alpha * sum([F.kl_div(logp_mixture, p, reduction="batchmean") for p in probs]) / len(probs)
+            return loss
+    """
+    assert found(code, ["TL003"]) == set()

@@ -261,8 +261,15 @@ class Losses:
             if m == "size" and expr.args and number_value(expr.args[0].value) == 0:
                 return True
             if q == "len" and len(expr.args) == 1:
-                name = leaf_name(expr.args[0].value) or self.index.code(expr.args[0].value)
-                return not _BATCH_NAME_EXCLUDE.search(name)
+                arg = expr.args[0].value
+                name = leaf_name(arg) or self.index.code(arg)
+                if _BATCH_NAME_EXCLUDE.search(name):
+                    return False
+                built, _ = self.index.resolve(arg, self.scope)
+                # len() of a list the code builds (`[kl(p) for p in splits]`, `x.chunk(k)`) counts its items
+                return not isinstance(built, (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)) and not (
+                    isinstance(built, cst.Call) and (method_name(built) in ("split", "chunk", "unbind")
+                                                     or self.index.callee(built) in ("list", "tuple", "range")))
             if q in ("float", "int") and len(expr.args) == 1:
                 return self.actual_batch_length(expr.args[0].value, depth + 1)
             if (q or "").rsplit(".", 1)[-1] in ("cast", "to_float") and expr.args and \

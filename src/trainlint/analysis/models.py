@@ -164,6 +164,12 @@ def model_batchnorm(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope, 
     while isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute) and v.func.attr.value in SELF_RETURNING \
             and isinstance(v.func.value, cst.Call):  # PSPNet(...).cuda()
         v = v.func.value
+    if isinstance(v, cst.Name) and len(index.values_of(v.value, sc)) > 1:
+        # model = resnet50().cuda(); model = DDP(model): every value but those that wrap the model itself
+        own = [x for x in index.values_of(v.value, sc) if not _wraps(x, v.value)]
+        results = [model_batchnorm(index, x, sc, depth + 1) for x in own if isinstance(x, cst.BaseExpression)]
+        found = next((layer for _, layer in results if layer is not None), None)
+        return (bool(results) and all(k for k, _ in results)) or found is not None, found
     if isinstance(v, cst.Name) and not index.values_of(v.value, sc) and index.is_param(v.value, sc):
         from trainlint.analysis.expr import param_values
 
@@ -189,6 +195,16 @@ def model_batchnorm(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope, 
             return False, None
         return callable_batchnorm(index, func, sc, depth + 1)
     return False, None
+
+
+def _wraps(value, name: str) -> bool:
+    """`DDP(model)`, `model.to(device)`, `torch.compile(model)`: a value built from the name itself."""
+    if isinstance(value, cst.Call):
+        if isinstance(value.func, cst.Attribute) and isinstance(value.func.value, cst.Name) \
+                and value.func.value.value == name:
+            return True
+        return bool(value.args) and isinstance(value.args[0].value, cst.Name) and value.args[0].value.value == name
+    return False
 
 
 def callable_batchnorm(index: ModuleIndex, func, scope: Scope, depth: int = 0) -> Tuple[bool, Optional[Layer]]:
