@@ -161,6 +161,19 @@ BAD = {
 }
 
 GOOD = {
+    "wgan_generator_every_n_critic_steps": """
+        for i, (imgs, _) in enumerate(dataloader):
+            optimizer_D.zero_grad()
+            fake_imgs = generator(z)
+            d_loss = -torch.mean(discriminator(imgs)) + torch.mean(discriminator(fake_imgs))
+            d_loss.backward()
+            optimizer_D.step()
+            optimizer_G.zero_grad()
+            if i % opt.n_critic == 0:
+                g_loss = -torch.mean(discriminator(generator(z)))
+                g_loss.backward()
+                optimizer_G.step()
+    """,
     "zero_grad_at_loop_start": """
         for x, y in loader:
             optimizer.zero_grad()

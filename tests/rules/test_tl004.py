@@ -9,7 +9,7 @@ HEAD = """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 """
 
 BAD = {
@@ -109,6 +109,20 @@ def train(ds, model, optimizer, scaler):
 }
 
 GOOD = {
+    # A module-level loader iterated (without backward) inside a function: a demo of batching, no training.
+    "module_level_loader_printed_in_a_function": HEAD + """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(1, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 1))
+
+loader = DataLoader(TensorDataset(torch.randn(11, 1), torch.randn(11, 1)), batch_size=5, shuffle=True)
+
+def show_batch():
+    for epoch in range(3):
+        for step, (batch_x, batch_y) in enumerate(loader):
+            print(epoch, step, batch_x.numpy())
+""",
     # A sum (or a sum over a fixed batch size) weighs every sample alike: the short batch is smaller, not off-scale.
     "sum_reduction_loss_weighs_samples_alike": HEAD + """
 crit = nn.MSELoss(reduction="sum")

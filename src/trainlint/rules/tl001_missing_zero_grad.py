@@ -140,8 +140,8 @@ def _check_accumulation(ctx: RuleContext, facts: LoopFacts, key: str, reported: 
         if test is None or not every_time:
             continue
         tag = next(t for t in s.tags if facts.conditions.get(t[0]) is test)
-        if not any(b.kind == "B" and tag not in b.tags for b in events):
-            continue  # backward runs under the same condition: no micro-batches
+        if not _micro_batch_between(facts, s, key, tag):
+            continue  # the backward that feeds this step runs under its condition: no micro-batches
         c = every_time[0]
         reported.add(s.node)
         ctx.report(
@@ -149,6 +149,31 @@ def _check_accumulation(ctx: RuleContext, facts: LoopFacts, key: str, reported: 
             f"`{_text(ctx, s)}` runs only when `{ctx.index.code(test).strip()}` but `{_text(ctx, c)}` (line "
             f"{ctx.range(c.node)[0].row}) runs on every iteration, so the step sees the last micro-batch only",
         )
+
+
+def _micro_batch_between(facts: LoopFacts, s: Event, key: str, tag) -> bool:
+    """Is there, on some path, a backward outside the step's periodic condition between the last clear of
+    `key` and the step (around the loop: a clear after the step counts for the next iteration)? A GAN's
+    `opt_G.zero_grad(); if i % n_critic == 0: g_loss.backward(); opt_G.step()` has none: the
+    discriminator's backward comes before the clear."""
+    for p in facts.paths:
+        ev = [e for e in p.events if not e.inner]
+        if not any(e.node is s.node for e in ev):
+            continue
+        twice = ev + ev
+        for j, e in enumerate(twice):
+            if j < len(ev) or e.node is not s.node:
+                continue
+            window = []
+            for b in reversed(twice[:j]):
+                if b.kind == "C" and b.key == key:
+                    break
+                window.append(b)
+            else:
+                continue  # no clear of this optimizer on the way back
+            if any(b.kind == "B" and tag not in b.tags for b in window):
+                return True
+    return False
 
 
 def _text(ctx: RuleContext, e: Event) -> str:

@@ -117,11 +117,15 @@ def _label(index: ModuleIndex, call: cst.Call) -> Optional[str]:
 
 
 def _loops_iterating(index: ModuleIndex, label: str, scope) -> List[cst.For]:
-    """Loops over the loader: a local name only in its own scope, `self.x` anywhere in the module."""
+    """Loops over the loader: a local name only in its own scope (a module-level name in every function of
+    the module, unless the function binds it too), `self.x` anywhere in the module."""
     local = "." not in label
     out = []
     for loop in index.loops:
-        if not isinstance(loop, cst.For) or (local and index.scope.get(loop) is not scope):
+        if not isinstance(loop, cst.For):
+            continue
+        if local and index.scope.get(loop) is not scope and (
+                scope is not None or index.assigns.get(index.scope.get(loop), {}).get(label)):
             continue
         for node, _ in walk(loop.iter):
             if isinstance(node, (cst.Name, cst.Attribute)) and index.code(node).strip() == label:
@@ -161,6 +165,8 @@ def _literal_length(index: ModuleIndex, expr, scope, depth) -> Optional[float]:
         return None
     q = (index.callee(expr) or "").rsplit(".", 1)[-1]
     first = index.resolve_value(expr.args[0].value, scope)
+    if q == "linspace" and len(expr.args) >= 3:  # linspace(start, end, steps)
+        return number_value(index.resolve_value(expr.args[2].value, scope))
     if q in ("randn", "rand", "zeros", "ones", "empty", "arange", "range", "randint", "full"):
         if q == "randint" and len(expr.args) >= 3:
             size = expr.args[2].value
