@@ -10,12 +10,13 @@ its own `drop_last` to the base class is trusted to drop when it needs to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import libcst as cst
 
 from trainlint.analysis.expr import UNKNOWN, literal_value
 from trainlint.analysis.index import ModuleIndex, call_arg
+from trainlint.analysis.loaders import is_dataloader_name
 from trainlint.analysis.walk import walk
 
 _DROP_LAST_POSITION = 7  # DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler, workers, collate, pin, drop_last)
@@ -35,7 +36,7 @@ class LoaderCall:
 
 def dataloader_call(index: ModuleIndex, call: cst.Call) -> Optional[LoaderCall]:
     q = index.callee(call) or ""
-    plain = q == "DataLoader" or q.endswith(".DataLoader")
+    plain = is_dataloader_name(q)
     subclass = None
     if not plain:
         subclass = _dataloader_subclass(index, call, q)
@@ -117,7 +118,7 @@ def _dataloader_subclass(index: ModuleIndex, call: cst.Call, q: str):
             return None
         cls_index, cls = sym.index, sym.node
     bases = [cls_index.qualify(b.value) or "" for b in cls.bases]
-    if not any(b == "DataLoader" or b.endswith(".DataLoader") for b in bases):
+    if not any(is_dataloader_name(b) for b in bases):
         return None
     for node, _ in walk(cls):
         if isinstance(node, cst.Arg) and node.keyword is not None and node.keyword.value == "drop_last":
@@ -140,7 +141,7 @@ def guards_remainder_of_one(index: ModuleIndex, call: cst.Call) -> bool:
     return False
 
 
-def trained_model_batchnorm(index: ModuleIndex, analysis, loops: List[cst.CSTNode]):
+def trained_model_batchnorm(index: ModuleIndex):
     """A one-value-per-channel BatchNorm in the model the module trains (the model whose parameters an
     optimizer gets, or which is put in train mode); when the module trains no model it can follow (a
     config-built model, a loader factory), in the project's models."""

@@ -254,10 +254,16 @@ class ModuleIndex:
         return None
 
     def is_param(self, name: str, scope: Scope) -> bool:
+        """Is `name` a parameter of the function `scope` (`*args` and `**kwargs` included)?"""
         if not isinstance(scope, (cst.FunctionDef, cst.Lambda)):
             return False
         p = scope.params
-        return any(param.name.value == name for param in (*p.posonly_params, *p.params, *p.kwonly_params))
+        params = [*p.posonly_params, *p.params, *p.kwonly_params]
+        if isinstance(p.star_arg, cst.Param):
+            params.append(p.star_arg)
+        if p.star_kwarg is not None:
+            params.append(p.star_kwarg)
+        return any(param.name.value == name for param in params)
 
 
 
@@ -277,6 +283,23 @@ def _drop_rebinds(vals: List[cst.BaseExpression], name: str) -> List[cst.BaseExp
             continue
         kept.append(v)
     return kept
+
+
+def bound_arguments(call: cst.Call, fn: cst.FunctionDef, offset: int = 0) -> Dict[str, cst.BaseExpression]:
+    """Parameter name -> argument value for a call of `fn` (`offset=1` skips a method's `self`), up to the
+    first `*args`/`**kwargs` argument."""
+    params = [*fn.params.posonly_params, *fn.params.params][offset:]
+    out: Dict[str, cst.BaseExpression] = {}
+    pos = 0
+    for arg in call.args:
+        if arg.star:
+            break
+        if arg.keyword is not None:
+            out[arg.keyword.value] = arg.value
+        elif pos < len(params):
+            out[params[pos].name.value] = arg.value
+            pos += 1
+    return out
 
 
 def call_arg(call: cst.Call, keyword: str, position: Optional[int] = None) -> Optional[cst.Arg]:

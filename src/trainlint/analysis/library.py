@@ -7,9 +7,6 @@ test (tests/test_library.py). Names are matched on the qualified name the user's
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
-
-Layer = Tuple[str, str, int]
 
 # Library models whose training-mode forward applies BatchNorm to one value per channel.
 # torchvision's DeepLabV3 head: ASPPPooling = AdaptiveAvgPool2d(1) -> Conv2d -> BatchNorm2d.
@@ -36,12 +33,6 @@ def library_model_batchnorm(qualname: str):
         return ""
     return None
 
-
-# Hugging Face: TrainingArguments' default Adam epsilon (adam_epsilon=1e-8), and the flags that keep fp32
-# master weights (fp16=True / bf16=True use AMP; the parameters stay as loaded).
-HF_TRAINING_ARGUMENTS = ("TrainingArguments", "Seq2SeqTrainingArguments")
-HF_TRAINERS = ("Trainer", "Seq2SeqTrainer", "SFTTrainer", "DPOTrainer", "RewardTrainer")
-HF_DEFAULT_ADAM_EPSILON = 1e-8
 
 # Lightning Fabric/Trainer precision strings: which put the parameters themselves in float16.
 FABRIC_FP16_PARAMS = {"16-true", "half"}

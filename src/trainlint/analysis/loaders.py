@@ -23,9 +23,13 @@ _PASSIVE_CALLS = {"len", "print", "str", "repr", "isinstance", "type", "id", "ha
                   "logging.info", "logger.info"}
 
 
+def is_dataloader_name(qualname: str) -> bool:
+    """`DataLoader`, `torch.utils.data.DataLoader`, any `x.DataLoader`."""
+    return qualname == "DataLoader" or qualname.endswith(".DataLoader")
+
+
 def is_dataloader_call(index: ModuleIndex, call: cst.Call) -> bool:
-    q = index.callee(call) or ""
-    return q == "DataLoader" or q.endswith(".DataLoader")
+    return is_dataloader_name(index.callee(call) or "")
 
 
 def assigned_label(index: ModuleIndex, node: cst.CSTNode) -> Optional[str]:

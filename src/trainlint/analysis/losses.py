@@ -319,10 +319,6 @@ def _norm(red: Optional[str]) -> Optional[str]:
     return None
 
 
-def _is_const(expr) -> bool:
-    return number_value(expr) is not None
-
-
 def _has_dim(call: cst.Call, pos: int) -> bool:
     """Does this reduction name a dimension (so it is not over the whole batch)?"""
     if call_arg(call, "dim") is not None or call_arg(call, "axis") is not None:

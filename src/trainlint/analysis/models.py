@@ -128,7 +128,7 @@ def single_value_batchnorm(index: ModuleIndex, node: cst.CSTNode) -> Optional[La
                 elif name in ("Linear", "Flatten"):
                     collapsed = name
                 elif _BN.match(name) and collapsed:
-                    return (f"`{name}` after `{collapsed}`", path, _line(index, call))
+                    return (f"`{name}` after `{collapsed}`", path, _line(index, call, node))
                 elif not _KEEPS_1X1.match(name):
                     collapsed = None
         if isinstance(node, cst.ClassDef):
@@ -137,16 +137,18 @@ def single_value_batchnorm(index: ModuleIndex, node: cst.CSTNode) -> Optional[La
                 for name, call in names:
                     if name == "BatchNorm1d":
                         return (f"`BatchNorm1d` on `(N, C)` features in `{node.name.value}`", path,
-                                _line(index, call))
+                                _line(index, call, node))
         return None
 
     return index.cached(("bn-single", id(node)), compute)
 
 
-def _line(index: ModuleIndex, node: cst.CSTNode) -> int:
-    """The 1-based line of `node` (from its offset in the source; only for reporting facts)."""
-    code = index.code(node).strip()
-    pos = index.source.find(code)
+def _line(index: ModuleIndex, node: cst.CSTNode, owner: cst.CSTNode) -> int:
+    """The 1-based line of `node`, a call inside the class or function `owner`, for a message: its code
+    is searched from `owner`'s header on (positions of another module's nodes are not computed)."""
+    name = getattr(getattr(owner, "name", None), "value", "")
+    header = re.search(rf"^\s*(?:async\s+)?(?:class|def)\s+{re.escape(name)}\b", index.source, re.M) if name else None
+    pos = index.source.find(index.code(node).strip(), header.start() if header else 0)
     return index.source.count("\n", 0, pos) + 1 if pos >= 0 else 1
 
 

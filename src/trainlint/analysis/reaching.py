@@ -174,18 +174,6 @@ def _simple_value(index: ModuleIndex, stmt: cst.CSTNode, name: str):
     return _OPAQUE if name in _bound_names(index, stmt) else _NOT_FOUND
 
 
-def _is_param(fn: cst.CSTNode, name: str) -> bool:
-    if not isinstance(fn, (cst.FunctionDef, cst.Lambda)):
-        return False
-    p = fn.params
-    params = [*p.posonly_params, *p.params, *p.kwonly_params]
-    if isinstance(p.star_arg, cst.Param):
-        params.append(p.star_arg)
-    if p.star_kwarg is not None:
-        params.append(p.star_kwarg)
-    return any(x.name.value == name for x in params)
-
-
 def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpression]:
     """The value `name` certainly holds where it is read (see the module docstring), else None."""
     target = name.value
@@ -263,7 +251,7 @@ def bound_value(index: ModuleIndex, expr: cst.BaseExpression) -> Optional[cst.Ba
         if v is not None:
             return v
         fn = index.scope.get(expr)
-        if fn is not None and (expr.value in _bound_names(index, fn.body) or _is_param(fn, expr.value)):
+        if fn is not None and (expr.value in _bound_names(index, fn.body) or index.is_param(expr.value, fn)):
             return None
         vals = index.assigns.get(None, {}).get(expr.value, []) if None in index.assigns else []
         return vals[0] if len(vals) == 1 else None

@@ -20,7 +20,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.index import ModuleIndex
+from trainlint.analysis.index import ModuleIndex, bound_arguments
 from trainlint.analysis.walk import children
 
 MAX_DEPTH = 3
@@ -174,21 +174,10 @@ class Sequences:
             return None
         if offset == 0 and self.index._owner_class(fn) is None:
             fn_klass = self.index.cls_of.get(fn)
-        renames: Dict[str, str] = {}
-        params = [*fn.params.posonly_params, *fn.params.params][offset:]
-        pos = 0
-        for arg in call.args:
-            if arg.star:
-                break
-            if arg.keyword is not None:
-                name = arg.keyword.value
-            elif pos < len(params):
-                name = params[pos].name.value
-                pos += 1
-            else:
-                continue
-            if isinstance(arg.value, (cst.Name, cst.Attribute, cst.Subscript)):
-                renames[name] = self.index.code(arg.value).strip()
+        renames: Dict[str, str] = {
+            name: self.index.code(value).strip() for name, value in bound_arguments(call, fn, offset).items()
+            if isinstance(value, (cst.Name, cst.Attribute, cst.Subscript))
+        }
         return fn, renames, fn_klass
 
 

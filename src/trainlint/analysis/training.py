@@ -29,7 +29,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import libcst as cst
 
-from trainlint.analysis.index import ModuleIndex, Scope, method_name, receiver
+from trainlint.analysis.index import ModuleIndex, Scope, bound_arguments, method_name, receiver
 from trainlint.analysis.optim import grad_attribute_clear, is_backward_call, is_grad_scaler, is_optimizer
 
 MAX_PATHS = 400
@@ -442,21 +442,10 @@ class TrainingAnalysis:
             offset = 1
         if fn is None:
             return None
-        renames: Dict[str, str] = {}
-        params = [*fn.params.posonly_params, *fn.params.params][offset:]
-        pos = 0
-        for arg in call.args:
-            if arg.star:
-                break
-            if arg.keyword is not None:
-                pname = arg.keyword.value
-            elif pos < len(params):
-                pname = params[pos].name.value
-                pos += 1
-            else:
-                continue
-            if isinstance(arg.value, (cst.Name, cst.Attribute, cst.Subscript)):
-                renames[pname] = self._key(arg.value, ctx)
+        renames: Dict[str, str] = {
+            pname: self._key(value, ctx) for pname, value in bound_arguments(call, fn, offset).items()
+            if isinstance(value, (cst.Name, cst.Attribute, cst.Subscript))
+        }
         if offset == 1:
             renames.setdefault("self", "self")
         return fn, renames

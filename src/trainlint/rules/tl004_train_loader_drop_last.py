@@ -76,7 +76,7 @@ def check(ctx: RuleContext) -> None:
             continue
         if loader.subclass_handles or guards_remainder_of_one(index, call):
             continue
-        layer = trained_model_batchnorm(index, analysis, training)
+        layer = trained_model_batchnorm(index)
         if layer is not None:
             desc, path, line = layer
             where = f" ({_where(ctx, path, line)})" if path else ""
@@ -137,11 +137,6 @@ def _loops_iterating(index: ModuleIndex, label: str, scope) -> List[cst.For]:
 def _has_backward(analysis, loop) -> bool:
     facts = analysis.facts(loop)
     return facts is not None and facts.has_backward()
-
-
-def _shuffles(call: cst.Call) -> bool:
-    a = call_arg(call, "shuffle", 2)
-    return a is not None and isinstance(a.value, cst.Name) and a.value.value == "True"
 
 
 def _batch_size_literal(call: cst.Call) -> Optional[float]:

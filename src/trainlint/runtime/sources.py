@@ -68,16 +68,19 @@ class Sources:
             self.detach()
             raise
 
+    def _guarded(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Call back the sink unless it is closed; a bug in trainlint is recorded, never raised."""
+        if self.sink.closed:
+            return
+        try:
+            callback(*args)
+        except Exception as exc:  # pragma: no cover - defensive
+            self.sink.internal(exc)
+
     def watch_module(self, module: Any, callback: Callable[[Any, Any], None]) -> None:
         """A forward pre-hook on one module: callback(module, inputs) before each of its calls."""
-        sink = self.sink
-
         def pre_hook(mod, inputs):
-            if not sink.closed:
-                try:
-                    callback(mod, inputs)
-                except Exception as exc:  # pragma: no cover - defensive
-                    sink.internal(exc)
+            self._guarded(callback, mod, inputs)
             return None
 
         self._handles.append(module.register_forward_pre_hook(pre_hook))
@@ -120,24 +123,12 @@ class Sources:
 
     # ------------------------------------------------------------------ optimizer hooks
     def _hook_pre_step(self, opt, args, kwargs) -> None:
-        sink = self.sink
-        if sink.closed:
-            return None
         closure = args[0] if args else kwargs.get("closure")
-        try:
-            sink.pre_step(opt, closure is not None)
-        except Exception as exc:
-            sink.internal(exc)
+        self._guarded(self.sink.pre_step, opt, closure is not None)
         return None
 
     def _hook_post_step(self, opt, args, kwargs) -> None:
-        sink = self.sink
-        if sink.closed:
-            return
-        try:
-            sink.post_step(opt)
-        except Exception as exc:
-            sink.internal(exc)
+        self._guarded(self.sink.post_step, opt)
 
     # ------------------------------------------------------------------ backward
     def _wrap_tensor_backward(self, orig):
@@ -186,22 +177,10 @@ class Sources:
         return backward
 
     def _start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
-        sink = self.sink
-        if sink.closed:
-            return
-        try:
-            sink.backward_start(tensor, implicit)
-        except Exception as exc:  # pragma: no cover - defensive
-            sink.internal(exc)
+        self._guarded(self.sink.backward_start, tensor, implicit)
 
     def _end(self) -> None:
-        sink = self.sink
-        if sink.closed:
-            return
-        try:
-            sink.backward_end()
-        except Exception as exc:  # pragma: no cover - defensive
-            sink.internal(exc)
+        self._guarded(self.sink.backward_end)
 
     # ------------------------------------------------------------------ data loading
     def _wrap_loader_iter(self, orig):
@@ -210,11 +189,7 @@ class Sources:
         @functools.wraps(orig)
         def __iter__(loader):
             it = orig(loader)
-            if not src.sink.closed:
-                try:
-                    src.sink.loader_iter(loader, it)
-                except Exception as exc:  # pragma: no cover - defensive
-                    src.sink.internal(exc)
+            src._guarded(src.sink.loader_iter, loader, it)
             return it
 
         return __iter__
@@ -227,10 +202,7 @@ class Sources:
             if src.sink.closed:
                 return orig(it)
             batch = orig(it)
-            try:
-                src.sink.batch(it, batch)
-            except Exception as exc:  # pragma: no cover - defensive
-                src.sink.internal(exc)
+            src._guarded(src.sink.batch, it, batch)
             return batch
 
         return __next__
@@ -254,11 +226,8 @@ class Sources:
         @functools.wraps(orig)
         def clip_grad_norm_(*args, **kwargs):
             total = orig(*args, **kwargs)
-            if not src.sink.closed and isinstance(total, torch.Tensor):
-                try:
-                    src.sink.clipped(total)
-                except Exception as exc:  # pragma: no cover - defensive
-                    src.sink.internal(exc)
+            if isinstance(total, torch.Tensor):
+                src._guarded(src.sink.clipped, total)
             return total
 
         return clip_grad_norm_
@@ -269,11 +238,8 @@ class Sources:
         @functools.wraps(orig)
         def loss_fn(input, target, *args, **kwargs):
             out = orig(input, target, *args, **kwargs)
-            if not src.sink.closed and isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor):
-                try:
-                    src.sink.classified(out, input)
-                except Exception as exc:  # pragma: no cover - defensive
-                    src.sink.internal(exc)
+            if isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor):
+                src._guarded(src.sink.classified, out, input)
             return out
 
         return loss_fn
