@@ -40,9 +40,29 @@ OPTS = Settings().rule_options()
 # Text that contains every prefilter word, so that every rule parses and runs on the generated code.
 # The examples show every rule: as comments, their text passes every rule's prefilter.
 EXAMPLES = [os.path.join(REPO, "examples", name) for name in ("train.py", "more_training_bugs.py")]
+# Code that passes every rule's structural gate (analysis/gate.py): words in comments do not.
+GATES = """\
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+class _M(torch.nn.Module):
+    def forward(self, x, y, a, b, s, scaler, opt, loader, val_loader):
+        for batch in loader:
+            loss = torch.nn.functional.cross_entropy(torch.log(torch.softmax(x, 1)), y)
+            scaler.scale(loss).backward()
+            opt.step()
+            self.eval()
+            total = loss
+        r = (a + s) / (b + s) / x.size(0) / x.std()
+        torch.optim.Adam(self.parameters()), torch.nn.MaxPool2d(1, 2), torch.nn.functional.dropout(x)
+        DataLoader(x), DistributedSampler(x), torch.autograd.set_detect_anomaly(True), self.m.forward(x)
+        with torch.no_grad():
+            for b in val_loader:
+                pass
+"""
 PREFILTER = ("# loss.backward() opt.step() optimizer_step() zero_grad() DataLoader Adam RMSprop Adagrad smooth dice "
              "inter eps Loss loss.mean() reduce_mean x.size(0) len( batch_size / * (1\n"
-             + "".join(f"# {line}\n" for path in EXAMPLES for line in open(path, encoding="utf-8").read().splitlines()))
+             + "".join(f"# {line}\n" for path in EXAMPLES for line in open(path, encoding="utf-8").read().splitlines())
+             + GATES)
 
 
 def examples(ci: int, slow: int) -> int:
@@ -124,6 +144,8 @@ def test_prefilter_text_lets_every_rule_run():
     except TypeError:
         rules = matching(PREFILTER, STATIC_CODES)
     assert sorted(r.CODE for r in rules) == sorted(STATIC_CODES)
+    gated, cpython = engine.gate_rules(PREFILTER, "train.py", rules, OPTS)
+    assert cpython and sorted(r.CODE for r in gated) == sorted(STATIC_CODES)
 
 
 # -- generated programs: hypothesmith --------------------------------------------------------------

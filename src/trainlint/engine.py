@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from trainlint.codes import TL000
 from trainlint.diagnostics import Diagnostic, Location
@@ -49,6 +49,45 @@ def _rules_matching(text: str, codes: Sequence[str], options: Optional[Dict[str,
             continue
         out.append(rule)
     return out
+
+
+def gate_rules(text: str, filename: str, rules, options) -> Tuple[list, bool]:
+    """Stage two of the file filter: the rules whose structural gate (`rule.gate(facts, options)`, read
+    from CPython's `ast`; see `analysis/gate.py`) holds for this text, and whether CPython parsed it. A
+    text CPython cannot parse keeps every rule: LibCST's parse then reports the error as before.
+    TRAINLINT_NO_GATE=1 turns the gate off (to compare findings with and without it)."""
+    import ast
+    import os
+    import warnings
+
+    if os.environ.get("TRAINLINT_NO_GATE"):
+        return rules, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for "\d" in strings: not ours to report
+            tree = ast.parse(text, filename or "<unknown>")
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return rules, False
+    from trainlint.analysis.gate import module_facts
+
+    try:
+        facts = module_facts(tree, filename)
+    except RecursionError:
+        return rules, True
+    del tree
+    opts = options or {}
+    kept = [r for r in rules if _passes(r, facts, opts.get(r.CODE, {}))]
+    return kept, True
+
+
+def _passes(rule, facts, options) -> bool:
+    gate = getattr(rule, "gate", None)
+    if gate is None:
+        return True
+    try:
+        return bool(gate(facts, options))
+    except Exception:  # a bug in a gate must not hide findings: the rule runs, as without a gate
+        return True
 
 
 def _group_matches(group, text: str) -> bool:
@@ -103,11 +142,16 @@ def _check_depth(text: str) -> None:
     # CPython accepts it (a long `# -----` banner, or nesting within its limits): LibCST copes too.
 
 
-def parse(text: str):
-    """Parse with LibCST, turning every failure into a SourceError with a location."""
+def parse(text: str, cpython_accepts: bool = False):
+    """Parse with LibCST, turning every failure into a SourceError with a location. `cpython_accepts`: the
+    text is known to parse with CPython (the gate parsed it), so only LibCST's own crashers are checked."""
     import libcst
 
-    _check_depth(text)
+    if cpython_accepts:
+        if _LIBCST_CRASHERS.search(text) is not None:
+            raise SourceError("expression too long for trainlint's parser (2000 or more `and`/`or` terms)")
+    else:
+        _check_depth(text)
     try:
         return libcst.parse_module(text)
     except libcst.ParserSyntaxError as exc:
@@ -136,8 +180,11 @@ def lint_text(
     rules = _rules_matching(text, codes, options)
     if not rules:
         return result
+    rules, cpython_accepts = gate_rules(text, filename, rules, options)
+    if not rules:
+        return result
     try:
-        module = parse(text)
+        module = parse(text, cpython_accepts)
     except SourceError as exc:
         result.diagnostics.append(file_error(filename, exc.message, exc.row, exc.column))
         return result

@@ -40,6 +40,9 @@ _KERAS_FUNCS = {"categorical_crossentropy": CROSS_ENTROPY, "sparse_categorical_c
                 "binary_crossentropy": BCE_LOGITS}
 _KERAS_CLASSES = {"CategoricalCrossentropy": CROSS_ENTROPY, "SparseCategoricalCrossentropy": CROSS_ENTROPY,
                   "BinaryCrossentropy": BCE_LOGITS}
+# every name above: a module that names none of them cannot call one of these losses
+LOSS_NAMES = frozenset(_TORCH_FUNCS) | frozenset(_TORCH_CLASSES) | frozenset(_TF_FUNCS) | frozenset(_KERAS_FUNCS) \
+    | frozenset(_KERAS_CLASSES)
 _TORCH_F = ("torch.nn.functional", "F", "nn.functional")
 _TF_NN = ("tensorflow.nn", "tf.nn", "tensorflow.compat.v1.nn", "tf.compat.v1.nn")
 _KERAS_MODS = ("keras.losses", "tensorflow.keras.losses", "tf.keras.losses", "keras.backend",

@@ -93,11 +93,14 @@ def is_grad_scaler(index: ModuleIndex, expr: cst.BaseExpression, scope: Scope) -
     return "scaler" in name.lower()
 
 
+BACKWARD_METHODS = ("backward", "manual_backward")
+
+
 def is_backward_call(index: ModuleIndex, call: cst.Call) -> bool:
     """`loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`,
     `fabric.backward(loss)`, `self.manual_backward(loss)`, `torch.autograd.backward(...)`."""
     m = method_name(call)
-    if m in ("backward", "manual_backward"):
+    if m in BACKWARD_METHODS:
         return True
     q = index.callee(call)
     return q in ("torch.autograd.backward", "torch.autograd.backward.backward")

@@ -26,6 +26,7 @@ from trainlint.analysis.walk import walk
 
 _STD_FUNCS = {"std", "nanstd", "reduce_std"}
 _VAR_FUNCS = {"var", "nanvar", "reduce_variance"}
+STD_FUNCTIONS, VAR_FUNCTIONS = frozenset(_STD_FUNCS), frozenset(_VAR_FUNCS)  # for the rule's gate
 _MODULES = ("torch", "numpy", "np", "tensorflow", "tf", "tf.math", "tensorflow.math", "jax.numpy", "jnp")
 
 

@@ -27,10 +27,17 @@ import libcst as cst
 
 from trainlint.analysis.training import Event, LoopFacts, training_analysis
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
+from trainlint.analysis.optim import BACKWARD_METHODS
 
 CODE = "TL001"
 # Prefilter: a call of backward (also `manual_backward(`) and of a step.
-PREFILTER = (re.compile(r"backward\s*\("), re.compile(r"(\bstep|optimizer_step)\s*\("))
+PREFILTER = (re.compile(r"backward\s*\("), re.compile(r"step\s*\("))
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A backward() and an optimizer step must both be called in this module."""
+    return facts.calls_any(BACKWARD_METHODS) and facts.calls_any(("step", "optimizer_step"))
 
 
 def check(ctx: RuleContext) -> None:

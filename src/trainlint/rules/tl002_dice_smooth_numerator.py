@@ -22,13 +22,32 @@ import libcst as cst
 from trainlint.analysis.expr import Resolver, additive_terms, is_number, is_smoothing_term, is_sum
 from trainlint.analysis.index import method_name
 from trainlint.context import RuleContext
+from trainlint.rules import starts_a_word
 from trainlint.diagnostics import Edit
+from trainlint.analysis.gate import ModuleFacts, contains, is_sum as is_sum_node
 
 CODE = "TL002"
 # A division, and a word that names a smoothing term or an overlap (not `tp` in `http`, `inter` in
 # `interpolate`).
-PREFILTER = (("/",), re.compile(r"\b(smooth|eps\b|epsilon|dice|tversky|jaccard|iou\b|overlap|intersect|inter\b|"
-                                r"tp\b|true_?pos)", re.IGNORECASE))
+PREFILTER = (("/",),)
+_WORDS = re.compile(r"smooth|eps\b|epsilon|dice|tversky|jaccard|iou\b|overlap|intersect|inter\b|tp\b|true_?pos")
+
+
+def prefilter(text: str, options) -> bool:
+    """A word of a Dice/IoU ratio or of its smoothing (`smooth`, `eps`, `dice`, `iou`, `inter`, `tp`...) starts
+    a word somewhere, in any case."""
+    return starts_a_word(_WORDS, text.lower())
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A ratio whose numerator and denominator may both be sums (`(2 * inter + s) / (a + b + s)`, the
+    sums maybe held by names assigned elsewhere in the module)."""
+    return any(not aug and facts.may_be(num, _has_sum, scope) and facts.may_be(den, _has_sum, scope)
+               for num, den, aug, scope in facts.divisions)
+
+
+def _has_sum(expr) -> bool:
+    return contains(expr, is_sum_node)
 
 
 def check(ctx: RuleContext) -> None:

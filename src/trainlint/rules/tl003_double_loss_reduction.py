@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Set
 
+import ast
+
 import libcst as cst
 
 from trainlint.analysis.expr import number_value
@@ -24,21 +26,41 @@ from trainlint.analysis.index import ModuleIndex, call_arg, method_name
 from trainlint.analysis.losses import Losses, branches_on_reduction, loader_batch_sizes
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
+from trainlint.analysis.gate import ModuleFacts, leaf
 
 CODE = "TL003"
 PREFILTER = (
     ("/", "* (1", "*(1"),
-    re.compile(r"loss|Loss|\bmean\(|\.mean\(|reduce_mean|reduce_sum|K\.sum|K\.mean"),
+    ("loss", "Loss", "mean(", "reduce_sum", "K.sum"),
 )
-_BATCH_WORDS = r"size\(0\)|shape\[0\]|\blen\(|compile\(|\.size\(\s*\)|\.shape\b"
+_BATCH_WORDS = ("size(", "shape", "len(", "compile(")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A division by something that may be a batch size (`x.size(0)`, `x.shape[0]`, `len(x)`, `n, c = x.shape`, a configured
+    batch-size name, a DataLoader's literal batch size), or a Keras `compile(loss=...)`."""
+    if facts.calls_any(("compile",)) and facts.imports_any(("tensorflow", "keras")):
+        return True
+    names = set(options.get("batch-size-names", ["batch_size", "bs", "bsz"]))
+    literal = facts.calls_any(("DataLoader",))
+
+    def batch_like(expr) -> bool:
+        if isinstance(expr, ast.Call):
+            return leaf(expr.func) in ("size", "len", "shape")
+        if isinstance(expr, ast.Subscript):
+            return isinstance(expr.slice, ast.Constant) and expr.slice.value == 0
+        if isinstance(expr, (ast.Name, ast.Attribute)):
+            return leaf(expr) in names or leaf(expr) == "shape"  # `n, c, h, w = x.shape`
+        return literal and isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float))
+
+    return any(facts.may_be(den, batch_like, scope) for _, den, _, scope in facts.divisions)
 
 
 def prefilter(text: str, options) -> bool:
     """A batch size must appear: `x.size(0)`, `x.shape[0]`, `len(`, `n, c, h, w = x.size()` (or
     `.shape`), a configured batch-size name, or a Keras `compile(` (whose loss functions are checked)."""
     names = options.get("batch-size-names", ["batch_size", "bs", "bsz"])
-    words = "|".join([_BATCH_WORDS] + [re.escape(n) for n in names])
-    return re.search(words, text) is not None
+    return any(w in text for w in _BATCH_WORDS) or any(n in text for n in names)
 
 
 def check(ctx: RuleContext) -> None:

@@ -26,9 +26,15 @@ from trainlint.analysis.batches import dataloader_call, guards_remainder_of_one,
 from trainlint.analysis.training import training_analysis
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL004"
 PREFILTER = (("DataLoader",),)
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A DataLoader (or a `*Loader` class) is built."""
+    return "DataLoader" in facts.names or any(n.endswith("Loader") for n in facts.calls)
 
 _EVAL = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
 _TRAIN = re.compile(r"train", re.IGNORECASE)

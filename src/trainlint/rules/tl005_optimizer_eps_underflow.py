@@ -21,9 +21,16 @@ from trainlint.analysis.index import call_arg
 from trainlint.analysis.optim import ADAPTIVE_OPTIMIZERS
 from trainlint.analysis.precision import fabric_half_precision, model_dtype, params_model, set_up_by_fabric
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL005"
 PREFILTER = (("Adam", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam", "Adamax"),)
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """An adaptive optimizer is built: a call of one (any import spelling)."""
+    return facts.calls_any(ADAPTIVE_OPTIMIZERS)
+
 
 FP16_MIN = 5.96e-8  # smallest positive fp16 (subnormal); anything below rounds to 0
 FIXED_EPS = "1e-4"

@@ -22,9 +22,15 @@ from trainlint.analysis.amp import (CLIP, NORM_READ, SCALED_BACKWARD, STEP, UNSC
                                     inside, innermost_loop, scaled_scopes, scaler_events)
 from trainlint.analysis.reaching import statement_of
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL006"
 PREFILTER = (("scale(",), ("clip_grad", "norm(", "clip_grads", "grad.norm", "norm_"))
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A scaled backward: `scale(...)` and `backward()` are both called."""
+    return facts.calls_any(("scale",)) and facts.calls_any(("backward",))
 
 
 def check(ctx: RuleContext) -> None:

@@ -26,11 +26,19 @@ from trainlint.analysis.reaching import bound_value
 from trainlint.analysis.names import dotted
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
+from trainlint.analysis.gate import ModuleFacts
+from trainlint.analysis.lossfns import LOSS_NAMES
 
 CODE = "TL007"
 PREFILTER = (("softmax", "sigmoid", "Softmax", "Sigmoid", "expit"),
              ("cross_entropy", "CrossEntropy", "nll_loss", "NLLLoss", "BCEWithLogits", "with_logits", "Crossentropy",
               "crossentropy"))
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A cross-entropy, NLL or with-logits loss is called or built (directly, or in a Keras `compile`)."""
+    return facts.calls_any(LOSS_NAMES)
+
 
 # loss kind -> activations that must not come before it
 _DOUBLED = {CROSS_ENTROPY: (SOFTMAX, SIGMOID), BCE_LOGITS: (SIGMOID, SOFTMAX), NLL: (SOFTMAX, SIGMOID)}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import ast
+
 import libcst as cst
 
 from trainlint.analysis.activations import SIGMOID, SOFTMAX, activation_function, activation_of, log_argument
@@ -31,9 +33,35 @@ from trainlint.analysis.names import dotted
 from trainlint.analysis.lossfns import BCE, loss_call
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
+from trainlint.analysis.gate import ModuleFacts, root
+from trainlint.analysis.lossfns import LOSS_NAMES
 
 CODE = "TL008"
 PREFILTER = (("log", "BCELoss", "binary_cross_entropy"), ("softmax", "sigmoid", "Softmax", "Sigmoid", "expit"))
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A softmax or sigmoid is applied in this module (called, or a Keras `activation="softmax"`), and a
+    differentiable log (not NumPy's, math's or a logger's) or a BCE loss is called."""
+    if not any(w in n.lower() for n in facts.calls | facts.strings for w in ("softmax", "sigmoid", "expit")):
+        return False
+    if facts.calls_any(("binary_cross_entropy", "BCELoss")):
+        return True
+    return any(_tensor_log(call) for name in ("log", "log_") for call in facts.call_nodes.get(name, ()))
+
+
+def _tensor_log(call: ast.Call) -> bool:
+    """Can `log_argument` take this call? `torch.log(p)`, `p.log()`, an imported `log(p)`; not `np.log(x)`,
+    `math.log(x)`, `self.log("loss", v)` (Lightning) or `logger.log(...)`."""
+    if not isinstance(call.func, ast.Attribute):
+        return True
+    base = root(call.func.value)
+    if call.args:
+        return base not in _NOT_TENSOR_LOG
+    return base not in _NOT_TENSOR_LOG + ("torch", "tf", "tensorflow")
+
+
+_NOT_TENSOR_LOG = ("np", "numpy", "math", "cmath", "scipy", "logging", "logger", "log", "self", "jnp", "sympy")
 
 _RENAMEABLE = ("torch", "torch.nn.functional", "F", "nn.functional", "torch.special", "tf.nn", "tensorflow.nn",
                "tf.math", "tensorflow.math")

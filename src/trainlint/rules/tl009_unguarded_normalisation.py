@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+import ast
+
 import libcst as cst
 
 from trainlint.analysis.filekind import is_test_file
@@ -25,9 +27,28 @@ from trainlint.analysis.index import call_arg
 from trainlint.analysis.stats import centred, guarded, std_source
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
+from trainlint.analysis.gate import ModuleFacts, leaf
+from trainlint.analysis.stats import STD_FUNCTIONS, VAR_FUNCTIONS
 
 CODE = "TL009"
 PREFILTER = (("std(", "var(", "seterr", "reduce_std", "reduce_variance"),)
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A division by what may be a standard deviation (`x.std()`, `np.std(x)`, `sqrt` of a variance, a
+    name holding one), or NumPy's error modes switched."""
+    if facts.calls_any(("seterr",)):
+        return True
+    if not facts.calls_any(_STATS):
+        return False
+    return any(facts.may_be(den, _is_stat, scope) for _, den, _, scope in facts.divisions)
+
+
+_STATS = STD_FUNCTIONS | VAR_FUNCTIONS
+
+
+def _is_stat(expr) -> bool:
+    return isinstance(expr, ast.Call) and leaf(expr.func) in _STATS
 
 EPS = "1e-8"
 _RANDOM = re.compile(r"latent|noise", re.IGNORECASE)

@@ -21,6 +21,7 @@ from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import call_arg
 from trainlint.analysis.reaching import bound_value
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL010"
 PREFILTER = (("Pool", "pool"),)
@@ -35,6 +36,12 @@ _KERAS_LAYERS = {f"{k}{d}D": ("pool_size", 0, "strides", 1)
 _TF_FUNCS = {n: ("ksize", 1, "strides", 2) for n in ("max_pool", "avg_pool", "max_pool1d", "max_pool2d",
                                                      "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d")}
 _KERAS_DEFAULT_KERNEL = {"pool_size": 2}
+_POOLS = set(_TORCH_MODULES) | set(_TORCH_FUNCS) | set(_KERAS_LAYERS) | set(_TF_FUNCS)
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A pooling layer or function is called."""
+    return facts.calls_any(_POOLS)
 
 
 def _signature(index, call: cst.Call):

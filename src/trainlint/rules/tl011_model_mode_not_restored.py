@@ -32,24 +32,35 @@ from trainlint.analysis.schedulers import stepped_optimizer
 from trainlint.analysis.sequence import Site, sequences
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL011"
-PREFILTER = (re.compile(r"\.eval\s*\(|\.train\s*\(|no_grad|inference_mode"),)
+PREFILTER = ((".eval", ".train", "no_grad", "inference_mode"),)
 _TO_EVAL = re.compile(r"\.eval\s*\(\s*\)|\.train\s*\(\s*(mode\s*=\s*)?False")
 _STEP = re.compile(r"step\s*\(")
-_NO_GRAD = re.compile(r"no_grad|inference_mode")
-_EVAL_WORD = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
 _MODE_LAYER_WORD = re.compile(r"Norm|[Dd]ropout|drop_path|DropPath|training|torchvision|timm")
 
 
-def prefilter(text: str, options) -> bool:
-    """Case 1 needs a switch to eval mode and an optimizer step; case 2 no_grad, an evaluation loader and
-    a model with a mode-dependent layer in sight."""
-    if _TO_EVAL.search(text) and _STEP.search(text):
+def gate(facts: ModuleFacts, options) -> bool:
+    """Case 1: `eval()`/`train(...)` is called, and a loop calls `step()` (maybe through a function of this
+    module); case 2: a `for` loop over an evaluation loader, and `no_grad` or `inference_mode`."""
+    if facts.calls_any(("eval", "train")) and facts.loop_calls_local_or(("step",)):
         return True
+    return facts.uses_any(("no_grad", "inference_mode")) and any(
+        EVAL_NAME.search(n) and ("loader" in n.lower() or "data" in n.lower()) for n in facts.loop_iterables)
+
+
+def prefilter(text: str, options) -> bool:
+    """Case 1 needs a switch to eval mode and an optimizer step; case 2 no_grad, a loader and a model with a
+    mode-dependent layer in sight (the gate then asks for a loop over an evaluation loader). Cheap tests
+    first: the text of most files fails one."""
+    if ("step" in text and (".eval" in text or ".train" in text) and _STEP.search(text)
+            and _TO_EVAL.search(text)):
+        return True
+    if "no_grad" not in text and "inference_mode" not in text:
+        return False
     low = text.lower()
-    return bool(_NO_GRAD.search(text) and _EVAL_WORD.search(text) and ("loader" in low or "data" in low)
-                and _MODE_LAYER_WORD.search(text))
+    return ("loader" in low or "data" in low) and _MODE_LAYER_WORD.search(text) is not None
 
 
 def check(ctx: RuleContext) -> None:

@@ -24,6 +24,7 @@ from trainlint.analysis.index import call_arg
 from trainlint.analysis.modules import enclosing_method, inference_only, mode_guarded, module_classes, self_name
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL012"
 # a dropout call or construction (or SDPA), in a file with a class
@@ -33,7 +34,14 @@ PREFILTER = (re.compile(r"[Dd]ropout\w*\s*\(|scaled_dot_product_attention|import
 FUNCTIONAL = {"dropout": 1, "dropout1d": 1, "dropout2d": 1, "dropout3d": 1, "alpha_dropout": 1,
               "feature_alpha_dropout": 1}
 MODULE_DROPOUTS = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
+_DROPOUT_CALLS = frozenset(FUNCTIONAL) | MODULE_DROPOUTS | {"scaled_dot_product_attention"}
 _FUNCTIONAL_PREFIXES = ("torch.nn.functional.", "F.", "nn.functional.")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A dropout (functional or module) or scaled_dot_product_attention is called, and a class is defined."""
+    return bool(facts.bases) and facts.calls_any(_DROPOUT_CALLS)
+
 
 
 def check(ctx: RuleContext) -> None:

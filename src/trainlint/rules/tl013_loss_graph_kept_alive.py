@@ -24,12 +24,20 @@ from trainlint.analysis.graph import backward_target, calls_in, graph_losses, gr
 from trainlint.analysis.index import ModuleIndex, method_name, receiver
 from trainlint.analysis.walk import children, walk
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
+from trainlint.analysis.optim import BACKWARD_METHODS
 
 CODE = "TL013"
 # a backward *call* (not `def backward(ctx, ...)`) and something that accumulates
 PREFILTER = (re.compile(r"(\.|manual_)backward\s*\(|autograd import"), ("+=", "append", "extend", " + "))
 
 _LIST_METHODS = ("append", "extend", "insert")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A loop that runs a backward pass itself."""
+    return facts.loop_calls_all(BACKWARD_METHODS)
+
 
 
 def check(ctx: RuleContext) -> None:

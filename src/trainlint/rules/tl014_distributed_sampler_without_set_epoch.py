@@ -21,11 +21,18 @@ from trainlint.analysis.index import ModuleIndex, call_arg
 from trainlint.analysis.loaders import (EVAL_NAME, aliases, dataloaders_with_sampler, goes_over, loop_target_name,
                                         set_epoch_receivers)
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL014"
 PREFILTER = (("DistributedSampler",),)
 
 _TORCH_SAMPLERS = ("torch.utils.data.distributed.DistributedSampler", "torch.utils.data.DistributedSampler")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A DistributedSampler is named in the code."""
+    return facts.uses_any(("DistributedSampler",))
+
 
 
 def check(ctx: RuleContext) -> None:

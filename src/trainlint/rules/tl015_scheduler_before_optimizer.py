@@ -24,10 +24,17 @@ from trainlint.analysis.schedulers import (is_scheduler, is_torch_style_schedule
 from trainlint.analysis.sequence import Site, sequences
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL015"
 # a known scheduler constructor (lr_scheduler, get_*schedule*) and an argument-less step()
 PREFILTER = (("schedul",), re.compile(r"\.step\s*\(\s*\)"))
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """A loop that calls `step()`, maybe through a function of this module."""
+    return facts.calls_any(("step",)) and facts.loop_calls_local_or(("step",))
+
 
 
 def check(ctx: RuleContext) -> None:

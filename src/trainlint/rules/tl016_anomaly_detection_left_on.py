@@ -19,6 +19,7 @@ import libcst as cst
 
 from trainlint.analysis.index import ModuleIndex, call_arg, method_name
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL016"
 PREFILTER = (("anomaly",),)
@@ -28,6 +29,13 @@ SETTERS = {"torch.autograd.set_detect_anomaly", "torch.autograd.anomaly_mode.set
 _DEBUG_FUNCTION = re.compile(r"anomal|debug|check|nan|diagnos|inspect|verify", re.IGNORECASE)
 CONTEXTS = {"torch.autograd.detect_anomaly", "torch.autograd.anomaly_mode.detect_anomaly"}
 _TEST_FILE = re.compile(r"(^|[/\\])(tests?|testing)[/\\]|(^|[/\\])test_[^/\\]*\.py$|_test\.py$|conftest\.py$")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """Anomaly detection is switched on or entered, outside a test file."""
+    return facts.uses_any(("set_detect_anomaly", "detect_anomaly")) and \
+        not _TEST_FILE.search(facts.filename.replace(os.sep, "/"))
+
 
 
 def check(ctx: RuleContext) -> None:

@@ -25,11 +25,18 @@ from trainlint.analysis.index import method_name, receiver
 from trainlint.analysis.modes import trained_models
 from trainlint.analysis.modules import enclosing_method, is_parallel_wrapper, is_torch_module_value, module_classes
 from trainlint.context import RuleContext
+from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL017"
 PREFILTER = ((".forward(",),)
 
 _TEST_FILE = re.compile(r"(^|/)(tests?|testing)/|(^|/)test_[^/]*\.py$|_test\.py$|conftest\.py$")
+
+
+def gate(facts: ModuleFacts, options) -> bool:
+    """`forward(...)` is called, outside a test file."""
+    return facts.calls_any(("forward",)) and not _TEST_FILE.search(facts.filename.replace(os.sep, "/"))
+
 
 
 def check(ctx: RuleContext) -> None:
