@@ -95,20 +95,22 @@ class ModuleFacts:
     def imports_any(self, packages: Iterable[str]) -> bool:
         return not self.imported_modules.isdisjoint(packages)
 
-    def may_be(self, expr: Optional[ast.AST], test, scope: int = 0, depth: int = 0) -> bool:
+    def may_be(self, expr: Optional[ast.AST], test, scope: int = 0, depth: int = 0, names_only: bool = False) -> bool:
         """Does `test` hold for `expr`, or for a value it may hold? Followed: names (to what is assigned to
         them in their scope and the scopes around it), parameters (to what callers pass), `self.x`, the
-        operands of an operation, and calls (`.clamp(...)`, `float(...)`: their receiver and arguments).
-        An over-approximation by design."""
+        operands of an operation, and calls (`.clamp(...)`, `float(...)`: their receiver and arguments);
+        with `names_only`, names and `self.x` only. An over-approximation by design."""
         if expr is None or depth > _MAX_RESOLVE:
             return False
         if test(expr):
             return True
         tp = type(expr)
         if tp is ast.Name:
-            return any(self.may_be(v, test, sc, depth + 1) for v, sc in self._values(expr.id, scope))
+            return any(self.may_be(v, test, sc, depth + 1, names_only) for v, sc in self._values(expr.id, scope))
         if tp is ast.Attribute:
-            return any(self.may_be(v, test, sc, depth + 1) for v, sc in self._assigned.get((ATTR, expr.attr), ()))
+            return any(self.may_be(v, test, sc, depth + 1, names_only) for v, sc in self._assigned.get((ATTR, expr.attr), ()))
+        if names_only:
+            return False
         if tp is ast.Call:
             parts = list(expr.args) + [k.value for k in expr.keywords]
             if type(expr.func) is ast.Attribute:

@@ -41,14 +41,26 @@ def gate(facts: ModuleFacts, options) -> bool:
         return True
     if not facts.calls_any(_STATS):
         return False
-    return any(facts.may_be(den, _is_stat, scope) for _, den, _, scope in facts.divisions)
+    return any(facts.may_be(den, _std_like, scope, names_only=True) for _, den, _, scope in facts.divisions)
 
 
 _STATS = STD_FUNCTIONS | VAR_FUNCTIONS
 
 
-def _is_stat(expr) -> bool:
-    return isinstance(expr, ast.Call) and leaf(expr.func) in _STATS
+def _std_like(expr) -> bool:
+    """The shapes `std_source` reads: a std call, `sqrt` of a variance call, `var(...) ** 0.5`."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Pow):
+        return _call_of(expr.left, VAR_FUNCTIONS)
+    if not isinstance(expr, ast.Call):
+        return False
+    if leaf(expr.func) == "sqrt":
+        inner = expr.args[0] if expr.args else (expr.func.value if isinstance(expr.func, ast.Attribute) else None)
+        return _call_of(inner, VAR_FUNCTIONS)
+    return _call_of(expr, STD_FUNCTIONS)
+
+
+def _call_of(expr, names) -> bool:
+    return isinstance(expr, ast.Call) and leaf(expr.func) in names
 
 EPS = "1e-8"
 _RANDOM = re.compile(r"latent|noise", re.IGNORECASE)

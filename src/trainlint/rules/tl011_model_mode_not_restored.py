@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Set
 
+import ast
+
 import libcst as cst
 
 from trainlint.analysis.graph import under_no_grad
@@ -42,9 +44,11 @@ _MODE_LAYER_WORD = re.compile(r"Norm|[Dd]ropout|drop_path|DropPath|training|torc
 
 
 def gate(facts: ModuleFacts, options) -> bool:
-    """Case 1: `eval()`/`train(...)` is called, and a loop calls `step()` (maybe through a function of this
-    module); case 2: a `for` loop over an evaluation loader, and `no_grad` or `inference_mode`."""
-    if facts.calls_any(("eval", "train")) and facts.loop_calls_local_or(("step",)):
+    """Case 1: a model's `.eval()`/`.train(...)` and `.step()` are called, and a loop calls `step()` (maybe
+    through a function of this module); case 2: a `for` loop over an evaluation loader, and `no_grad` or
+    `inference_mode`."""
+    switches = any(isinstance(c.func, ast.Attribute) for n in ("eval", "train") for c in facts.call_nodes.get(n, ()))
+    if switches and facts.calls_any(("step",)) and facts.loop_calls_local_or(("step",)):
         return True
     return facts.uses_any(("no_grad", "inference_mode")) and any(
         EVAL_NAME.search(n) and ("loader" in n.lower() or "data" in n.lower()) for n in facts.loop_iterables)
