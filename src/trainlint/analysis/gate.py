@@ -54,7 +54,7 @@ class ModuleFacts:
     """
 
     __slots__ = ("calls", "names", "strings", "divisions", "loop_calls", "functions", "bases", "aliases", "loop_iterables", "call_nodes",
-                 "imported_modules", "filename", "_assigned", "_params", "_parent", "_scope_name", "_args")
+                 "imported_modules", "filename", "_assigned", "_params", "_parent", "_scope_name", "_args", "_memo")
 
     def __init__(self, filename: str = "") -> None:
         self.calls: Set[str] = set()
@@ -74,6 +74,7 @@ class ModuleFacts:
         self._parent: Dict[int, int] = {0: 0}  # scope -> enclosing scope
         self._scope_name: Dict[int, Optional[str]] = {0: None}  # scope -> function name (None: lambda, module)
         self._args: Dict[str, List[tuple]] = {}  # function name -> [(argument, scope)] of every call by name
+        self._memo: Dict[object, object] = {}  # may_be's answers
 
     # -- queries --------------------------------------------------------------------------------------
     def calls_any(self, names: Iterable[str]) -> bool:
@@ -102,6 +103,15 @@ class ModuleFacts:
         with `names_only`, names and `self.x` only. An over-approximation by design."""
         if expr is None or depth > _MAX_RESOLVE:
             return False
+        key = (id(expr), id(test), scope, depth, names_only)
+        known = self._memo.get(key)
+        if known is None:
+            self._memo[id(test)] = test  # keeps the test alive, so that its id names it
+            self._memo[key] = False  # a cycle through names answers no
+            known = self._memo[key] = self._may_be(expr, test, scope, depth, names_only)
+        return known
+
+    def _may_be(self, expr: ast.AST, test, scope: int, depth: int, names_only: bool) -> bool:
         if test(expr):
             return True
         tp = type(expr)
