@@ -37,7 +37,7 @@ from trainlint.analysis.gate import ModuleFacts, root
 from trainlint.analysis.lossfns import LOSS_NAMES
 
 CODE = "TL008"
-PREFILTER = (("log", "BCELoss", "binary_cross_entropy"), ("softmax", "sigmoid", "Softmax", "Sigmoid", "expit"))
+PREFILTER = (re.compile(r"log_?\s*\(|BCELoss|binary_cross_entropy"), ("softmax", "sigmoid", "Softmax", "Sigmoid", "expit"))
 
 
 def gate(facts: ModuleFacts, options) -> bool:

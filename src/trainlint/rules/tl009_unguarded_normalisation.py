@@ -34,6 +34,11 @@ CODE = "TL009"
 PREFILTER = (("std(", "var(", "seterr", "reduce_std", "reduce_variance"),)
 
 
+def prefilter(text: str, options) -> bool:
+    """A division for the std to be a denominator of, unless NumPy's error modes are switched."""
+    return "/" in text or "seterr" in text
+
+
 def gate(facts: ModuleFacts, options) -> bool:
     """A division by what may be a standard deviation (`x.std()`, `np.std(x)`, `sqrt` of a variance, a
     name holding one), or NumPy's error modes switched."""

@@ -24,7 +24,7 @@ from trainlint.context import RuleContext
 from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL010"
-PREFILTER = (("Pool", "pool"),)
+PREFILTER = (("MaxPool", "AvgPool", "LPPool", "max_pool", "avg_pool", "lp_pool", "AveragePooling"),)
 
 # name -> (framework, kernel keyword, kernel position, stride keyword, stride position)
 _TORCH_MODULES = {f"{k}{d}d": ("kernel_size", 0, "stride", 1) for k in ("MaxPool", "AvgPool") for d in (1, 2, 3)}
