@@ -14,10 +14,8 @@ count, scalars returned from Keras losses, `.item()` values (logging).
 
 from __future__ import annotations
 
-import re
-from typing import List, Optional, Set
-
 import ast
+from typing import List, Optional, Set
 
 import libcst as cst
 

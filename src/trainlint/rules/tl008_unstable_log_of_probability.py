@@ -19,9 +19,9 @@ Silent when the probability is guarded (`p + eps`, `p.clamp(min=eps)`, `torch.cl
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import ast
+import re
+from typing import List, Optional
 
 import libcst as cst
 
@@ -34,7 +34,7 @@ from trainlint.analysis.lossfns import BCE, loss_call
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
 from trainlint.analysis.gate import ModuleFacts, root
-from trainlint.analysis.lossfns import LOSS_NAMES
+
 
 CODE = "TL008"
 PREFILTER = (re.compile(r"log_?\s*\(|BCELoss|binary_cross_entropy"), ("softmax", "sigmoid", "Softmax", "Sigmoid", "expit"))

@@ -15,9 +15,8 @@ pipeline's `__call__`) is inference and left alone.
 
 from __future__ import annotations
 
-import re
-
 import ast
+import re
 
 import libcst as cst
 

@@ -16,10 +16,9 @@ is left alone (`analysis/modes.py`).
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import List, Optional, Set
-
-import ast
 
 import libcst as cst
 
