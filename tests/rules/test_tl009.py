@@ -65,6 +65,30 @@ BAD = {
             image_nor = (image.astype(np.float32) - mean) / std  # expect: TL009
             return image_nor
     """,
+    "standardised_target_fed_to_the_loss": """
+        import torch
+
+        def training_step(model, x, y):
+            zy = (y - y.mean()) / y.std()  # expect: TL009
+            pred = model(x)
+            return ((pred - zy) ** 2).mean()
+    """,
+    "standardised_features_weighted_and_summed": """
+        import torch
+
+        def score(x, w):
+            z = (x - x.mean(0)) / x.std(0)  # expect: TL009
+            return (z * w).sum(-1)
+    """,
+    "standardised_and_correlated_but_also_fed_to_the_model": """
+        import torch
+
+        def step(model, x, y):
+            zx = (x - x.mean()) / x.std()  # expect: TL009
+            zy = (y - y.mean()) / (y.std() + 1e-8)
+            corr = (zx * zy).mean()
+            return model(zx), corr
+    """,
     "numpy_errors_silenced": """
         import numpy as np
 
@@ -200,6 +224,23 @@ GOOD = {
     "gaussian_latents_restandardised": """
         def rescale(latents, anchor_mean, anchor_std):
             return (latents - latents.mean()) / latents.std() * anchor_std + anchor_mean
+    """,
+    "pearson_correlation_metric": """
+        from keras import ops
+
+        def pearson_correlation(y_true, y_pred, axis=-1):
+            y_true_norm = y_true - ops.mean(y_true, axis=axis, keepdims=True)
+            y_pred_norm = y_pred - ops.mean(y_pred, axis=axis, keepdims=True)
+            y_true_norm = y_true_norm / ops.std(y_true_norm, axis=axis, keepdims=True)
+            y_pred_norm = y_pred_norm / ops.std(y_pred_norm, axis=axis, keepdims=True)
+            return ops.mean(y_true_norm * y_pred_norm, axis=axis)
+    """,
+    "correlation_written_in_one_expression": """
+        import torch
+
+        def corr(a, b):
+            n = a.numel()
+            return torch.sum((a - a.mean()) / a.std() * (b - b.mean()) / b.std()) / (n - 1)
     """,
     "std_parameter": """
         def normalise(x, mean, std):
