@@ -289,6 +289,24 @@ def test_seterr_in_tests_is_not_reported():
     assert lint_text(code, "tests/test_ops.py", C, options()).diagnostics == []
 
 
+def test_reference_values_in_tests_are_not_reported():
+    # MONAI tests/transforms/test_normalize_intensity.py: the expected value of the transform under test
+    from helpers import options
+    from trainlint.engine import lint_text
+
+    code = src("""
+        import numpy as np
+
+        class TestNormalizeIntensity:
+            def test_default(self):
+                normalized = NormalizeIntensity()(self.imt)
+                expected = (self.imt - np.mean(self.imt)) / np.std(self.imt)
+                assert_allclose(normalized, expected, rtol=1e-3)
+    """)
+    assert lint_text(code, "tests/transforms/test_normalize_intensity.py", C, options()).diagnostics == []
+    assert [d.code for d in lint_text(code, "transforms.py", C, options()).diagnostics] == ["TL009"]
+
+
 def test_seterr_is_a_warning_without_fix():
     (d,) = lint(BAD["numpy_errors_silenced"], C)
     assert d.severity == "warning" and d.fix is None
