@@ -123,6 +123,10 @@ class Sources:
 
     # ------------------------------------------------------------------ optimizer hooks
     def _hook_pre_step(self, opt, args, kwargs) -> None:
+        # torch passes the step's positional arguments with the optimizer itself first: step(closure)
+        # gives args == (opt, closure)
+        if args and args[0] is opt:
+            args = args[1:]
         closure = args[0] if args else kwargs.get("closure")
         self._guarded(self.sink.pre_step, opt, closure is not None)
         return None
