@@ -19,6 +19,7 @@ in any order of asking). If LibCST's internals ever change shape, it falls back 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import libcst as cst
@@ -72,23 +73,22 @@ try:  # private API: checked at import, with a public fallback
     _NO_RECORD = _NoRecord()
 
     class _ScanState(_FastState):
-        """The first pass: the same tokens, line and column as the position codegen, but no ranges;
-        notes the top-level statement each node is generated under (`owner`)."""
-
-        owner: Dict[cst.CSTNode, int]
-        current: int
-        shared: bool
+        """The first pass: the same tokens, line and column as the position codegen, but neither ranges
+        nor kept tokens. `Positions._scan` sets `before_codegen` to a list's append: the nodes in codegen
+        order, so the statement a node belongs to is where it falls among the statements' first nodes."""
 
         def record_syntactic_position(self, node, *, start_node=None, end_node=None):
             return _NO_RECORD
 
-        def before_codegen(self, node) -> None:
-            owner = self.owner
-            if node in owner:  # one node object at two places in the tree
-                self.shared = True
-            owner[node] = self.current
+        def add_token(self, value: str) -> None:
+            if "\n" not in value and "\r" not in value:
+                self.column += len(value)
+                return
+            segments = NEWLINE_RE.split(value)
+            self.line += len(segments) - 1
+            self.column = len(segments[-1])
 
-        def after_codegen(self, node) -> None:
+        def after_codegen(self, node) -> None:  # replaced per instance by a builtin (see _scan)
             pass
 
     _FAST = True
@@ -120,7 +120,8 @@ class Positions(Mapping):
         self.module = module
         self._computed: Dict[cst.CSTNode, CodeRange] = {}
         self._whole: Optional[Dict[cst.CSTNode, CodeRange]] = None
-        self._owner: Optional[Dict[cst.CSTNode, int]] = None
+        self._index: Optional[Dict[int, int]] = None  # id(node) -> its place in codegen order
+        self._firsts: List[int] = []  # the place of each top-level statement's first node
         self._starts: List[Tuple[int, int]] = []  # (line, column) where each top-level statement begins
         self._done: set = set()
         self.statements_computed = 0  # for tests and profiles
@@ -129,21 +130,36 @@ class Positions(Mapping):
         module = self.module
         state = _ScanState(default_indent=module.default_indent, default_newline=module.default_newline,
                            provider=None)
-        state.owner = {}
-        state.current = -1
-        state.shared = False
+        nodes: List[cst.CSTNode] = []
+        # LibCST calls state.before_codegen(node) and state.after_codegen(node) for every node: builtins
+        # in the instance's namespace instead of Python methods (the list's append; `id`, whose result is
+        # dropped, as a no-op), because this pass runs over the whole module.
+        state.before_codegen = nodes.append
+        state.after_codegen = id
         for h in module.header:
             h._codegen(state)
         starts = self._starts
-        for i, stmt in enumerate(module.body):
+        firsts: List[int] = []
+        for stmt in module.body:
             if state.indent_tokens:  # pragma: no cover - never between top-level statements
-                state.shared = True
+                raise TypeError("indentation left over between top-level statements")
             starts.append((state.line, state.column))
-            state.current = i
+            firsts.append(len(nodes))
             stmt._codegen(state)
-        self._owner = state.owner
-        if state.shared:  # a tree built by code may share nodes (the parser does not): whole module
+        index = dict(zip(map(id, nodes), range(len(nodes))))  # id(node) -> its place in codegen order
+        if len(index) != len(nodes):  # a tree built by code may share nodes (the parser does not)
             self._whole = _whole_module(module)
+            return
+        self._index = index
+        self._firsts = firsts
+
+    def _statement_of(self, node: cst.CSTNode) -> int:
+        """The index of the top-level statement `node` is part of; -1 for the module's header and footer,
+        the module itself and nodes not in the tree."""
+        k = self._index.get(id(node))
+        if k is None or not self._firsts or k < self._firsts[0]:
+            return -1
+        return bisect_right(self._firsts, k) - 1
 
     def _statement(self, i: int) -> None:
         self._done.add(i)
@@ -169,11 +185,11 @@ class Positions(Mapping):
             return r
         if _FAST:
             try:
-                if self._owner is None:
+                if self._index is None:
                     self._scan()
                     if self._whole is not None:
                         return self._whole[node]
-                i = self._owner.get(node, -1)
+                i = self._statement_of(node)
                 if i >= 0 and i not in self._done:
                     self._statement(i)
                     r = self._computed.get(node)
