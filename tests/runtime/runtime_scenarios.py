@@ -659,6 +659,44 @@ def bn_last_batch_of_one():
     return []
 
 
+# ---------------------------------------------------------------- torchrun (gloo, CPU): 2 ranks
+def _ranks_run(ddp: bool, steps: int = 60):
+    """Each rank trains the same model (same seed) on its own data; with `ddp` the gradients are
+    averaged by DistributedDataParallel, without it nothing synchronises them (TL114). Without DDP,
+    rank 1's data also has a feature in raw units (TL111 on rank 1 only)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    net = nn.parallel.DistributedDataParallel(model) if ddp else model
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(100 + rank)
+    x = torch.randn(steps * 32, 8, generator=g)
+    y = x[:, :2].sum(1, keepdim=True)
+    if rank == 1 and not ddp:
+        x[:, 5] *= 1e-3  # a feature in other units, a thousand times smaller than the others
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    losses = []
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    dist.destroy_process_group()
+    return losses
+
+
+def ranks_diverge():
+    return _ranks_run(ddp=False)
+
+
+def ranks_ddp():
+    return _ranks_run(ddp=True)
+
+
 # ---------------------------------------------------------------- for the CLI tests
 def fail_after_no_zero_grad():
     no_zero_grad(steps=5)

@@ -27,6 +27,7 @@ from trainlint.runtime import transfer
 from trainlint.runtime.gradtrack import GradTracker
 from trainlint.runtime.history import History
 from trainlint.runtime.names import Names
+from trainlint.runtime.ranks import Ranks, merge
 from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRecord
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.sources import Sources
@@ -105,6 +106,8 @@ class Monitor:
         self.names = Names(models, self.sites.skips)
         self.grads = GradTracker()
         self.sources = Sources(self)
+        self.ranks = Ranks()  # torchrun: this process's rank and the side channel to the others
+        self._merged: Optional[List[Any]] = None
         self.step = 0  # completed steps of the primary optimizer
         self.loss_count = 0
         self.losses_pending: List[LossRecord] = []
@@ -401,6 +404,8 @@ class Monitor:
                 self.names.build()  # the model is known by now; name it while it is alive
             if self.step % self.every == 0:
                 self.flush()
+                if self.ranks.rank is None:
+                    self.ranks.probe()  # a torchrun worker? (known by rank 0 for the merged report)
             if self.step <= 2 or self.sources.forward_installed:
                 self._update_forward_hook()
 
@@ -553,11 +558,32 @@ class Monitor:
             self.detach()
 
     def diagnostics(self) -> List[Any]:
+        """The findings so far; once closed, in a torchrun run: on rank 0 every rank's findings merged
+        (each naming its rank), on the other ranks their own (also sent to rank 0)."""
         if not self.closed:
             try:
                 self.flush()
             except Exception as exc:  # pragma: no cover - defensive
                 self.internal(exc)
+        elif self._merged is not None:
+            return list(self._merged)
+        ranks = self.ranks
+        others = None
+        if self.closed and ranks.active and ranks.rank == 0:
+            # first the other ranks' findings: they come once those ranks finished, so every checksum
+            # TL114 compares is in the store by then
+            others = ranks.gather_findings(float(self.settings["rank-wait"]))
+        out = self._own_diagnostics()
+        if self.closed and ranks.active:
+            if ranks.rank == 0:
+                out = merge(out, 0, others or {})
+            else:
+                ranks.send_findings(out)
+                out = merge(out, ranks.rank, {})
+            self._merged = out
+        return list(out)
+
+    def _own_diagnostics(self) -> List[Any]:
         out: List[Any] = []
         # checks that read the others' findings (to point at an earlier cause) come last
         for c in sorted(self.checks, key=lambda c: c.reads_findings):

@@ -57,6 +57,13 @@ DEFAULTS: Dict[str, Any] = {
     "dead-every": 10,
     "dead-fraction": 0.5,
     "dead-checks": 5,
+    # TL114 (torchrun): every `replica-every` steps each rank publishes checksums of its parameters;
+    # a parameter that matched on every rank and later differs by more than `replica-tolerance`
+    # (relative) is reported
+    "replica-every": 50,
+    "replica-tolerance": 1e-6,
+    # at the end, rank 0 waits this many seconds at most for the other ranks' findings
+    "rank-wait": 30.0,
 }
 
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
@@ -90,6 +97,10 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "dead-every": (int, 1, None, "optimizer steps between two looks at the ReLU layers' units"),
     "dead-fraction": (float, 0.0, 1.0, "fraction of a layer's units dead for the whole batch that counts"),
     "dead-checks": (int, 1, None, "consecutive looks above dead-fraction before TL113 reports"),
+    "replica-every": (int, 1, None, "optimizer steps between two comparisons of the ranks' parameters"),
+    "replica-tolerance": (float, 0.0, None, "relative difference of a parameter's checksums between two "
+                                            "ranks that counts as diverged"),
+    "rank-wait": (float, 0.0, None, "seconds rank 0 waits at the end for the other ranks' findings"),
 }
 
 # which keys each runtime check reads (for the rule pages and `trainlint rule`)
@@ -107,6 +118,7 @@ KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
     "TL111": ("input-scale-ratio", "input-scale-batches"),
     "TL112": ("bn-min-batch",),
     "TL113": ("dead-every", "dead-fraction", "dead-checks"),
+    "TL114": ("replica-every", "replica-tolerance", "rank-wait"),
 }
 
 
