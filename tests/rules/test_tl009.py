@@ -89,6 +89,16 @@ BAD = {
             corr = (zx * zy).mean()
             return model(zx), corr
     """,
+    "in_place_standardisation_then_returned": """
+        import numpy as np
+
+        def standardise(x, y):
+            x = x - x.mean()
+            x /= x.std()  # expect: TL009
+            y = (y - y.mean()) / (y.std() + 1e-8)
+            corr = np.mean(x * y)
+            return x, corr
+    """,
     "numpy_errors_silenced": """
         import numpy as np
 
@@ -241,6 +251,15 @@ GOOD = {
         def corr(a, b):
             n = a.numel()
             return torch.sum((a - a.mean()) / a.std() * (b - b.mean()) / b.std()) / (n - 1)
+    """,
+    "correlation_with_in_place_standardisation": """
+        import numpy as np
+
+        def pearson(x, y):
+            x = x - x.mean()
+            x /= x.std()
+            y = (y - y.mean()) / y.std()
+            return np.mean(x * y)
     """,
     "std_parameter": """
         def normalise(x, mean, std):

@@ -25,7 +25,7 @@ import libcst as cst
 
 from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, method_name, receiver
-from trainlint.analysis.reaching import bound_value, reaching_value
+from trainlint.analysis.reaching import binds, bound_value, reaching_value, statement_of
 from trainlint.analysis.walk import walk
 
 _STD_FUNCS = {"std", "nanstd", "reduce_std"}
@@ -141,10 +141,29 @@ def standardised(index: ModuleIndex, expr: cst.BaseExpression, depth: int = 0) -
         return False
     if isinstance(expr, cst.Name):
         v = reaching_value(index, expr)
-        return v is not None and standardised(index, v, depth + 1)
+        if v is None:
+            return _divided_in_place(index, expr)
+        return standardised(index, v, depth + 1)
     if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Divide):
         return centred(index, expr.left) and _a_std(index, expr.right)
     return centred(index, expr)
+
+
+def _divided_in_place(index: ModuleIndex, name: cst.Name) -> bool:
+    """Is the last binding of `name` before this read, in the same block, `name /= <a std>`?"""
+    stmt = statement_of(index, name)
+    block = index.parent.get(stmt) if stmt is not None else None
+    body = list(getattr(block, "body", ()))
+    i = next((k for k, s in enumerate(body) if s is stmt), None)
+    if i is None:
+        return False
+    for s in reversed(body[:i]):
+        if not binds(s, name.value):
+            continue
+        last = s.body[-1] if isinstance(s, cst.SimpleStatementLine) and s.body else None
+        return isinstance(last, cst.AugAssign) and isinstance(last.operator, cst.DivideAssign) \
+            and isinstance(last.target, cst.Name) and last.target.value == name.value and _a_std(index, last.value)
+    return False
 
 
 def _a_std(index: ModuleIndex, expr: cst.BaseExpression) -> bool:
@@ -195,15 +214,25 @@ def _correlation_use(index: ModuleIndex, use: cst.BaseExpression) -> bool:
 
 def _reads(index: ModuleIndex, name: str, stmt: cst.CSTNode, value: cst.CSTNode):
     """The reads of local `name` in the scope of `stmt`, outside `stmt`, that may see the value it binds:
-    those whose reaching value is `value`, or cannot be told."""
+    those after it (or anywhere in a loop around it) whose reaching value is `value`, or cannot be told."""
     scope = index.scope.get(stmt)
     root: cst.CSTNode = scope.body if scope is not None else index.module  # type: ignore[union-attr]
-    inside = set()
-    for node, _ in walk(stmt):
-        inside.add(id(node))
+    inside = {id(node) for node, _ in walk(stmt)}
+    loops = []  # the loops around `stmt` in its scope: a read earlier in one of them sees the next iteration
+    node = index.parent.get(stmt)
+    while node is not None and node is not root:
+        if isinstance(node, (cst.For, cst.While)):
+            loops.append(node)
+        node = index.parent.get(node)
+    in_loop = {id(n) for loop in loops for n, _ in walk(loop)}
+    after = False
     for node, par in walk(root):
+        if node is stmt:
+            after = True
         if not isinstance(node, cst.Name) or node.value != name or id(node) in inside:
             continue
+        if not after and id(node) not in in_loop:
+            continue  # read before the value exists
         if isinstance(par, (cst.AssignTarget, cst.Param, cst.For, cst.CompFor, cst.ImportAlias, cst.AsName,
                             cst.FunctionDef, cst.ClassDef)):
             continue
