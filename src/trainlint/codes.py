@@ -108,6 +108,8 @@ CODES: Dict[str, Code] = {
         Code("TL114", "replicas-diverged",
              "parameters replicated across torch.distributed ranks (torchrun) became different on some rank",
              "runtime"),
+        Code("TL115", "saturated-probabilities",
+             "softmax/sigmoid outputs saturated to exactly 0 and 1 in their dtype, for many steps", "runtime"),
     ]
 }
 

@@ -158,6 +158,12 @@ class Monitor:
         self._ev_finish = listeners("finish")
         self._ev_batch = listeners("on_batch")
         self._ev_bad_loss = listeners("on_bad_loss")
+        self._ev_activation = listeners("on_activation")
+        # softmax/sigmoid calls are wrapped only for a check that looks at them, and looked at only in
+        # the steps it samples (`saturation-every`); the wrappers read `activation_due` and nothing else
+        self.wants_activations = bool(self._ev_activation)
+        self._activation_every = int(settings.get("saturation-every", 10))
+        self.activation_due = self.wants_activations
         self.current_place: Optional[BatchPlace] = None
         self.current_data: Any = None  # the batch in use (a reference, no copy), for on_bad_loss
         # module types some check watches, and which checks: module inputs via forward pre-hooks
@@ -355,6 +361,21 @@ class Monitor:
             classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
             self._last_ce = (loss, classes) if classes >= 2 else None
 
+    # ------------------------------------------------------------------ softmax / sigmoid
+    def activation(self, kind: str, x: Any, out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        """A softmax/sigmoid call in a sampled step: its input and output, if it is part of training
+        (gradients enabled, an input that requires them)."""
+        if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or not x.requires_grad \
+                or not torch.is_grad_enabled() or not x.is_floating_point() or x.numel() == 0:
+            return
+        dim = None
+        if kind == "softmax":
+            dim = args[0] if args else kwargs.get("dim")
+            if dim is None:  # F.softmax's legacy implicit dimension
+                dim = 0 if x.dim() in (0, 1, 3) else 1
+        for f in self._ev_activation:
+            f(kind, x, out, dim)
+
     # ------------------------------------------------------------------ optimizer steps
     def _opt_state(self, opt) -> Optional[OptState]:
         st = self.opts.get(opt)
@@ -400,6 +421,8 @@ class Monitor:
         self.captured.clear()
         if st.primary:
             self.step += 1
+            if self.wants_activations:
+                self.activation_due = self.step % self._activation_every == 0
             if self.step == 2:
                 self.names.build()  # the model is known by now; name it while it is alive
             if self.step % self.every == 0:

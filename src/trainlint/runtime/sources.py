@@ -14,6 +14,10 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
 - forward pre-hooks on the modules the sink asks for (`watch_module`) -> the callback it gives
 - wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
   them)                                                            -> sink.classified(loss, scores)
+- only when the sink asks (`sink.wants_activations`): wrappers on `torch.softmax`, `F.softmax`,
+  `Tensor.softmax`, `torch.sigmoid`, `Tensor.sigmoid` (`nn.Softmax`, `nn.Sigmoid` and `F.sigmoid` call
+  them); they pass straight through unless `sink.activation_due` -> sink.activation(kind, input, output,
+                                                                    args, kwargs)
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
@@ -64,6 +68,11 @@ class Sources:
             for name in ("cross_entropy", "nll_loss"):
                 if callable(getattr(F, name, None)):
                     self._patch(F, name, self._wrap_classification_loss)
+            if getattr(self.sink, "wants_activations", False):
+                for owner, name in ((torch, "softmax"), (F, "softmax"), (torch.Tensor, "softmax"),
+                                    (torch, "sigmoid"), (torch.Tensor, "sigmoid")):
+                    if callable(getattr(owner, name, None)):
+                        self._patch(owner, name, functools.partial(self._wrap_activation, name))
         except BaseException:
             self.detach()
             raise
@@ -235,6 +244,18 @@ class Sources:
             return total
 
         return clip_grad_norm_
+
+    def _wrap_activation(self, kind, orig):
+        sink = self.sink
+
+        @functools.wraps(orig)
+        def activation(input, *args, **kwargs):
+            out = orig(input, *args, **kwargs)
+            if sink.activation_due and not sink.closed:
+                self._guarded(sink.activation, kind, input, out, args, kwargs)
+            return out
+
+        return activation
 
     def _wrap_classification_loss(self, orig):
         src = self
