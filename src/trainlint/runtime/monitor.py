@@ -33,6 +33,8 @@ from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, foreach_norms, grouped, nonfinite
 
+is_grad_enabled = torch.is_grad_enabled
+
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
@@ -116,6 +118,7 @@ class Monitor:
         self.opt_states: List[OptState] = []
         self._only_opts = weakref.WeakSet(optimizers) if optimizers is not None else None
         self._ignored_opts: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._last_opt: Optional[Tuple[Any, OptState]] = None  # (weakref, state) of the last optimizer seen
         self.loaders: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
@@ -216,8 +219,9 @@ class Monitor:
         """Keep the global forward hook only while it is useful: discovering the model (first steps),
         or capturing module outputs where that is free (CPU) or armed after a non-finite loss."""
         need = (self.step < 2 or self._capturing()) and not self.closed
-        if need != self.sources.forward_installed:
-            self.sources.want_forward(need)
+        hook = self.forward if self.step < 2 else self.capture
+        if need != self.sources.forward_installed or (need and self.sources.forward_hook != hook):
+            self.sources.want_forward(need, hook)
             if not need:
                 self.captured.clear()
 
@@ -238,6 +242,16 @@ class Monitor:
             if len(cap) >= _CAPTURE_LIMIT:
                 del cap[: _CAPTURE_LIMIT // 2]
             cap.append((module, inputs, output))
+
+    def capture(self, module, inputs, output) -> None:
+        """The forward hook once the model is discovered and only capture is left to do (the sources
+        install it instead of `forward` from the third step on: the same capture, fewer tests)."""
+        if self.closed or not is_grad_enabled():
+            return
+        cap = self.captured
+        cap.append((module, inputs, output))
+        if len(cap) > _CAPTURE_LIMIT:
+            del cap[: _CAPTURE_LIMIT // 2]
 
     def _watch_module(self, module, inputs) -> None:
         """A module some check watches: hook its later calls, and show it this call's inputs."""
@@ -274,7 +288,7 @@ class Monitor:
                 # the cross-entropy divided or multiplied by a constant on its way to backward()
                 # (Lightning's `loss / accumulate_grad_batches`): judge the cross-entropy's own value
                 classes, ce_value = ce[1], ce[0].detach()
-        self._record_loss(tensor.detach(), site, classes, ce_value)
+        self._record_loss(tensor, site, classes, ce_value)
 
     def backward_end(self) -> None:
         self.grads.backward_end()
@@ -303,7 +317,7 @@ class Monitor:
         if self.immediate is None:
             self.immediate = t.device.type == "cpu" or self.every == 1
         if self.immediate or self.armed > 0:
-            v = float(t)  # free on the CPU; on an accelerator only while armed (after a failure)
+            v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
             rec.value = v
             if self.armed > 0:
                 self.armed -= 1
@@ -313,7 +327,7 @@ class Monitor:
                 for f in self._ev_bad_loss:
                     f(rec, self.current_place, self.current_data)
         else:
-            rec.tensor = t.reshape(())
+            rec.tensor = t.detach().reshape(())
         self.losses_pending.append(rec)
         if len(self.losses_pending) >= 4 * self.every and not self.steps_pending:
             self.flush()  # backward without optimizer steps: flush anyway
@@ -378,8 +392,12 @@ class Monitor:
 
     # ------------------------------------------------------------------ optimizer steps
     def _opt_state(self, opt) -> Optional[OptState]:
+        last = self._last_opt
+        if last is not None and last[0]() is opt:
+            return last[1]  # the same optimizer as the last step (no weak-dictionary lookup)
         st = self.opts.get(opt)
         if st is not None:
+            self._last_opt = (st.ref, st)
             return st
         if opt in self._ignored_opts:
             return None
@@ -389,6 +407,7 @@ class Monitor:
         st = OptState(opt, len(self.opt_states), primary=not self.opt_states)
         self.opts[opt] = st
         self.opt_states.append(st)
+        self._last_opt = (st.ref, st)
         return st
 
     def pre_step(self, opt, closure: bool) -> None:
@@ -409,7 +428,8 @@ class Monitor:
             self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
-        st = self.opts.get(opt)
+        last = self._last_opt
+        st = last[1] if last is not None and last[0]() is opt else self.opts.get(opt)
         if st is None:
             return
         if st.closure:
@@ -435,7 +455,7 @@ class Monitor:
     def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
         groups = opt.param_groups
-        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        key = [(id(g["params"]), len(g["params"])) for g in groups]
         plan = st.plan
         if plan is None or plan[0] != key:
             params = [p for g in groups for p in g["params"]]
@@ -449,20 +469,21 @@ class Monitor:
         previous step."""
         _, params, uniform = self._plan(st, opt)
         grads = [p.grad for p in params]
-        if any(g is None or g.is_sparse for g in grads):
-            pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
-            params = [p for p, _ in pairs]
-            grads = [g for _, g in pairs]
+        for g in grads:
+            if g is None or g.is_sparse:
+                pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
+                params = [p for p, _ in pairs]
+                grads = [g for _, g in pairs]
+                break
         ordered: List[Any] = []
         vecs: List[Any] = []
         if grads:
-            with torch.no_grad():
-                if uniform:  # the usual case: one device, one dtype
-                    ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
-                else:
-                    for ps, gs in grouped(params, grads):
-                        vecs.append((gs[0].device, foreach_norms(gs)))
-                        ordered.extend(ps)
+            if uniform:  # the usual case: one device, one dtype
+                ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
+            else:
+                for ps, gs in grouped(params, grads):
+                    vecs.append((gs[0].device, foreach_norms(gs)))
+                    ordered.extend(ps)
         rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
         rec.no_grads = not grads
         rec.closure = st.closure

@@ -40,6 +40,7 @@ class Sources:
         self._patches: List[Tuple[Any, str, Any, bool, Any]] = []
         self._handles: List[Any] = []
         self._fwd_handle = None
+        self.forward_hook: Optional[Callable[..., None]] = None
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
@@ -121,14 +122,18 @@ class Sources:
     def forward_installed(self) -> bool:
         return self._fwd_handle is not None
 
-    def want_forward(self, on: bool) -> None:
+    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None) -> None:
+        """Install (or replace by `hook`, default `sink.forward`) or remove the global forward hook."""
+        hook = hook or self.sink.forward
+        if self._fwd_handle is not None and (not on or hook != self.forward_hook):
+            self._fwd_handle.remove()
+            self._fwd_handle = None
+            self.forward_hook = None
         if on and self._fwd_handle is None:
             from torch.nn.modules import module as module_mod
 
-            self._fwd_handle = module_mod.register_module_forward_hook(self.sink.forward)
-        elif not on and self._fwd_handle is not None:
-            self._fwd_handle.remove()
-            self._fwd_handle = None
+            self._fwd_handle = module_mod.register_module_forward_hook(hook)
+            self.forward_hook = hook
 
     # ------------------------------------------------------------------ optimizer hooks
     def _hook_pre_step(self, opt, args, kwargs) -> None:
