@@ -119,6 +119,7 @@ class Monitor:
         self._only_opts = weakref.WeakSet(optimizers) if optimizers is not None else None
         self._ignored_opts: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._last_opt: Optional[Tuple[Any, OptState]] = None  # (weakref, state) of the last optimizer seen
+        self._last_iter: Optional[Tuple[Any, LoaderState]] = None  # (weakref, state) of the last DataLoader iterator
         self.loaders: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
@@ -510,13 +511,16 @@ class Monitor:
         self.iters[it] = st
 
     def batch(self, it, batch) -> None:
-        st = self.iters.get(it)
+        last = self._last_iter
+        st = last[1] if last is not None and last[0]() is it else self.iters.get(it)
         if st is None:  # iterator created before watching began
             self._loader_keys += 1
             sampler = getattr(it, "_index_sampler", None)
             st = LoaderState(self._loader_keys, getattr(sampler, "batch_size", None))
             st.epoch = 1
             self.iters[it] = st
+        if last is None or last[1] is not st:
+            self._last_iter = (weakref.ref(it), st)  # the iterator of the batches that follow (weakly)
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
