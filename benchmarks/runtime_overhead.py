@@ -4,7 +4,8 @@ Runs the same seeded training several times in one process, interleaving the var
 median wall time of each and its ratio to the plain run:
 
   plain           the loop as written
-  watch           under `trainlint.runtime.watch()` (what `trainlint run` attaches), every=50
+  watch           under `trainlint.runtime.watch()` (what `trainlint run` attaches), every=50, the
+                  default checks (TL115, off by default, is not among them)
   watch-every1    every=1: device values read at every step (a synchronisation per step on a GPU)
   anomaly         under `torch.autograd.set_detect_anomaly(True)`, the usual NaN hunting tool
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -185,7 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check-sync", action="store_true", help="CUDA: count synchronisations")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}")
+    print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}, "
+          f"load average {_load()} at the start")
     if a.device in ("auto", "cpu"):
         for kind in a.models.split(","):
             bench(kind.strip(), a.steps, a.repeats, "cpu")
@@ -194,7 +197,15 @@ def main(argv=None) -> int:
         bench("resnet", a.steps, a.repeats, "cuda")
         if a.check_sync:
             count_syncs(a.steps)
+    print(f"\nload average {_load()} at the end ({os.cpu_count()} CPUs)")
     return 0
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):  # pragma: no cover - not on this platform
+        return "?"
 
 
 if __name__ == "__main__":

@@ -583,3 +583,27 @@ def test_minimal_edit_and_noqa_insertion():
     assert noqa_insertion("x = 1  # noqa\n", 1, "TL005") is None
     assert noqa_insertion('s = """a\nb"""\n', 1, "TL005") is None  # ends inside a string
     assert noqa_insertion("x = a + \\\n    b\n", 1, "TL005") is None
+
+
+@needs_pygls
+def test_the_garbage_collector_is_tuned_for_the_keystroke_path():
+    # In its own process: the settings are process-wide. The linter's modules are imported and frozen
+    # (older-generation collections during a lint skip them), the youngest generation is collected
+    # less often, and garbage is still collected.
+    code = (
+        "import gc, sys\n"
+        "from trainlint.server import GC_GEN0_THRESHOLD, tune_gc\n"
+        "tune_gc()\n"
+        "assert gc.isenabled() and gc.get_threshold()[0] == GC_GEN0_THRESHOLD > 700\n"
+        "assert gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
+        "assert 'trainlint.rules.tl001_missing_zero_grad' in sys.modules and 'libcst' in sys.modules\n"
+        "class Node:\n"
+        "    pass\n"
+        "for _ in range(5 * GC_GEN0_THRESHOLD):\n"
+        "    a, b = Node(), Node()\n"
+        "    a.other, b.other = b, a\n"
+        "assert gc.collect() < 2 * GC_GEN0_THRESHOLD  # cycles were collected along the way\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

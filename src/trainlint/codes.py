@@ -105,6 +105,11 @@ CODES: Dict[str, Code] = {
              confirms="TL004"),
         Code("TL113", "dead-relu",
              "most units of a ReLU layer output 0 for every sample, for many steps", "runtime"),
+        Code("TL114", "replicas-diverged",
+             "parameters replicated across torch.distributed ranks (torchrun) became different on some rank",
+             "runtime"),
+        Code("TL115", "saturated-probabilities",
+             "softmax/sigmoid outputs saturated to exactly 0 and 1 in their dtype, for many steps", "runtime"),
     ]
 }
 

@@ -65,6 +65,40 @@ BAD = {
             image_nor = (image.astype(np.float32) - mean) / std  # expect: TL009
             return image_nor
     """,
+    "standardised_target_fed_to_the_loss": """
+        import torch
+
+        def training_step(model, x, y):
+            zy = (y - y.mean()) / y.std()  # expect: TL009
+            pred = model(x)
+            return ((pred - zy) ** 2).mean()
+    """,
+    "standardised_features_weighted_and_summed": """
+        import torch
+
+        def score(x, w):
+            z = (x - x.mean(0)) / x.std(0)  # expect: TL009
+            return (z * w).sum(-1)
+    """,
+    "standardised_and_correlated_but_also_fed_to_the_model": """
+        import torch
+
+        def step(model, x, y):
+            zx = (x - x.mean()) / x.std()  # expect: TL009
+            zy = (y - y.mean()) / (y.std() + 1e-8)
+            corr = (zx * zy).mean()
+            return model(zx), corr
+    """,
+    "in_place_standardisation_then_returned": """
+        import numpy as np
+
+        def standardise(x, y):
+            x = x - x.mean()
+            x /= x.std()  # expect: TL009
+            y = (y - y.mean()) / (y.std() + 1e-8)
+            corr = np.mean(x * y)
+            return x, corr
+    """,
     "numpy_errors_silenced": """
         import numpy as np
 
@@ -201,6 +235,32 @@ GOOD = {
         def rescale(latents, anchor_mean, anchor_std):
             return (latents - latents.mean()) / latents.std() * anchor_std + anchor_mean
     """,
+    "pearson_correlation_metric": """
+        from keras import ops
+
+        def pearson_correlation(y_true, y_pred, axis=-1):
+            y_true_norm = y_true - ops.mean(y_true, axis=axis, keepdims=True)
+            y_pred_norm = y_pred - ops.mean(y_pred, axis=axis, keepdims=True)
+            y_true_norm = y_true_norm / ops.std(y_true_norm, axis=axis, keepdims=True)
+            y_pred_norm = y_pred_norm / ops.std(y_pred_norm, axis=axis, keepdims=True)
+            return ops.mean(y_true_norm * y_pred_norm, axis=axis)
+    """,
+    "correlation_written_in_one_expression": """
+        import torch
+
+        def corr(a, b):
+            n = a.numel()
+            return torch.sum((a - a.mean()) / a.std() * (b - b.mean()) / b.std()) / (n - 1)
+    """,
+    "correlation_with_in_place_standardisation": """
+        import numpy as np
+
+        def pearson(x, y):
+            x = x - x.mean()
+            x /= x.std()
+            y = (y - y.mean()) / y.std()
+            return np.mean(x * y)
+    """,
     "std_parameter": """
         def normalise(x, mean, std):
             return (x - mean) / std
@@ -246,6 +306,24 @@ def test_seterr_in_tests_is_not_reported():
 
     code = src(BAD["numpy_errors_silenced"])
     assert lint_text(code, "tests/test_ops.py", C, options()).diagnostics == []
+
+
+def test_reference_values_in_tests_are_not_reported():
+    # MONAI tests/transforms/test_normalize_intensity.py: the expected value of the transform under test
+    from helpers import options
+    from trainlint.engine import lint_text
+
+    code = src("""
+        import numpy as np
+
+        class TestNormalizeIntensity:
+            def test_default(self):
+                normalized = NormalizeIntensity()(self.imt)
+                expected = (self.imt - np.mean(self.imt)) / np.std(self.imt)
+                assert_allclose(normalized, expected, rtol=1e-3)
+    """)
+    assert lint_text(code, "tests/transforms/test_normalize_intensity.py", C, options()).diagnostics == []
+    assert [d.code for d in lint_text(code, "transforms.py", C, options()).diagnostics] == ["TL009"]
 
 
 def test_seterr_is_a_warning_without_fix():

@@ -43,6 +43,20 @@ BAD = {
             layers.AveragePooling1D(strides=4),  # expect: TL010
         ]
     """,
+    "fashion_mnist_cnn": """
+        import torch.nn as nn
+
+        class FashionCNN(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layers = nn.Sequential(
+                    nn.Conv2d(in_channels=1, out_channels=16, kernel_size=2, stride=1, padding=0),
+                    nn.MaxPool2d(kernel_size=2, stride=3),  # expect: TL010
+                    nn.Conv2d(in_channels=16, out_channels=8, kernel_size=3, stride=2, padding=2),
+                    nn.MaxPool2d(kernel_size=2, stride=1),
+                    nn.Flatten(start_dim=1),
+                )
+    """,
     "tf_nn": """
         import tensorflow as tf
 
@@ -90,6 +104,31 @@ GOOD = {
         import torch.nn as nn
 
         pool = nn.LPPool2d(2, 3, stride=2)
+    """,
+    "fpn_p6_kernel_one_positional": """
+        import torch.nn.functional as F
+
+        class LastLevelMaxPool:
+            def forward(self, x):
+                return [F.max_pool2d(x, 1, 2, 0)]
+    """,
+    "keras_fpn_p6_and_nasnet_adjust": """
+        from tensorflow.keras import layers
+        import keras.layers as KL
+
+        p6 = KL.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")
+        p1 = layers.AveragePooling2D((1, 1), strides=(2, 2), padding="valid")
+    """,
+    "large_stride_below_kernel": """
+        import torch.nn.functional as F
+
+        def esa(x):
+            return F.max_pool2d(x, kernel_size=7, stride=3)
+    """,
+    "per_dimension_stride_within_kernel": """
+        import torch.nn as nn
+
+        pool = nn.MaxPool2d(kernel_size=2, stride=(2, 1), padding=(0, 1))
     """,
     "adaptive_pooling": """
         import torch.nn as nn

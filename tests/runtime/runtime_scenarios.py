@@ -659,6 +659,125 @@ def bn_last_batch_of_one():
     return []
 
 
+# ---------------------------------------------------------------- softmax / sigmoid saturation (TL115)
+def _separable(n: int = 512, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 16, generator=g)
+    return x, (x[:, :4].sum(1) > 0).float(), x[:, :10].argmax(1)
+
+
+def sigmoid_probabilities(steps: int = 120, lr: float = 50.0):
+    """A binary classifier ending in nn.Sigmoid, trained with BCELoss on the probabilities. With lr=50
+    the logits run to thousands: every output is exactly 0 or 1, BCELoss clamps its log at -100 and
+    nothing is NaN, but no gradient passes the sigmoid any more (TL115). With lr=1 and more steps it
+    converges to confident logits (tens) and stays silent."""
+    torch.manual_seed(0)
+    x, y, _ = _separable()
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for i in range(steps):
+        idx = torch.arange(i * 32, i * 32 + 32) % len(x)
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy(model(x[idx]).squeeze(1), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def softmax_probabilities(steps: int = 120, lr: float = 5.0):
+    """10 classes, `torch.softmax` then the log of the probabilities (guarded by + 1e-12), Adam. With
+    lr=5 the logits run apart by 1e5: the softmax rows are exactly one-hot (TL115); lr=1e-2 learns."""
+    torch.manual_seed(0)
+    x, _, y = _separable()
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for i in range(steps):
+        idx = torch.arange(i * 32, i * 32 + 32) % len(x)
+        opt.zero_grad()
+        p = torch.softmax(model(x[idx]), dim=1)
+        loss = nn.functional.nll_loss(torch.log(p + 1e-12), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+class _CausalAttention(nn.Module):
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, 1)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
+        n = x.shape[1]
+        mask = torch.ones(n, n, dtype=torch.bool).triu(1)
+        att = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)  # masked entries exactly 0
+        return self.out((att @ v).mean(1))
+
+
+def masked_attention(steps: int = 80):
+    """Healthy: causal self-attention, masked with -inf before `Tensor.softmax` (exact zeros by design,
+    from the first step), a regression target."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, 16, generator=g)
+    y = x[:, :, :2].sum((1, 2)).unsqueeze(1) / 4
+    model = _CausalAttention()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for i in range(steps):
+        idx = torch.arange(i * 16, i * 16 + 16) % len(x)
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+# ---------------------------------------------------------------- torchrun (gloo, CPU): 2 ranks
+def _ranks_run(ddp: bool, steps: int = 60):
+    """Each rank trains the same model (same seed) on its own data; with `ddp` the gradients are
+    averaged by DistributedDataParallel, without it nothing synchronises them (TL114). Without DDP,
+    rank 1's data also has a feature in raw units (TL111 on rank 1 only)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    net = nn.parallel.DistributedDataParallel(model) if ddp else model
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(100 + rank)
+    x = torch.randn(steps * 32, 8, generator=g)
+    y = x[:, :2].sum(1, keepdim=True)
+    if rank == 1 and not ddp:
+        x[:, 5] *= 1e-3  # a feature in other units, a thousand times smaller than the others
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    losses = []
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    dist.destroy_process_group()
+    return losses
+
+
+def ranks_diverge():
+    return _ranks_run(ddp=False)
+
+
+def ranks_ddp():
+    return _ranks_run(ddp=True)
+
+
 # ---------------------------------------------------------------- for the CLI tests
 def fail_after_no_zero_grad():
     no_zero_grad(steps=5)

@@ -173,6 +173,36 @@ def test_closure_step_reads_the_gradients_of_that_step():
     assert "the loss itself was finite" in d.message
 
 
+def test_a_step_without_closure_is_read_before_it_runs():
+    """torch hands the step hooks `args` with the optimizer first: a plain `step()` is not a closure
+    step, so its gradients are read before it runs (an optimizer that frees its gradients in place at
+    the end of step(), as some fused and sharded optimizers do, is not a step on zeroed gradients)."""
+
+    class SGDThatClears(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            out = super().step(closure)
+            for g in self.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        p.grad.zero_()
+            return out
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 1)
+    opt = SGDThatClears(model.parameters(), lr=0.01)
+    with watch(config=False) as w:
+        for _ in range(12):
+            opt.zero_grad()
+            model(torch.randn(16, 8)).pow(2).mean().backward()
+            opt.step()
+        assert w.monitor.opt_states[0].closure is False
+    assert w.findings == [], show(w.findings)
+    with watch(config=False) as w:
+        S.lbfgs(steps=3)
+        assert w.monitor.opt_states[0].closure is True
+
+
 def test_clipping_does_not_hide_an_explosion():
     diags = watched(S.clipped_lr_spike)
     d = only(diags, "TL105")

@@ -140,3 +140,16 @@ def test_report_messages_have_no_literal_backticks_and_labels_sit_above_markers(
     from trainlint.runtime.report import MT
 
     assert y < MT  # above the frame, where no marker is drawn
+
+
+def test_every_runtime_rule_page_says_steps_count_from_0():
+    """JSON "step" is 0-based (the script's own numbering): each runtime rule page says so."""
+    import glob
+    import os
+
+    pages = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "rules", "TL1*.md")))
+    assert len(pages) >= 15
+    for page in pages:
+        with open(page, encoding="utf-8") as fh:
+            text = fh.read()
+        assert "counted from 0" in text, page

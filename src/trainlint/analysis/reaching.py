@@ -6,11 +6,18 @@ same block, or in an enclosing block when nothing in between (a branch, a loop b
 rebind the name. Anything less certain (the name is a parameter, is rebound in a branch or a loop, by a
 tuple target, a `for` target, `with ... as`, `:=`) gives None, so rules built on it stay silent rather
 than guess. A `with` block does not make a binding uncertain: its body always runs.
+
+The search is computed once per block, not once per read: for each block a read was asked about, the
+statements a backward search for each name stops at (those that bind it, or bind it in a way that makes
+the answer unknown) are listed in order, so a read is answered with a bisection instead of a walk back
+over every earlier statement (a flat 500-line notebook script asked every statement about its loss
+object before). Memoised on the ModuleIndex.
 """
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Optional, Set
+from bisect import bisect_left
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import libcst as cst
 
@@ -62,17 +69,39 @@ def _bound_names(index: ModuleIndex, node: cst.CSTNode) -> FrozenSet[str]:
         return got
     names: Set[str] = set()
     stack: List[cst.CSTNode] = [node]
+    info = _TYPE_INFO
     while stack:
         n = stack.pop()
-        names.update(_names_bound_here(n))
+        binder, _ = info.get(type(n)) or _type_info(type(n))
+        if binder:
+            names.update(_names_bound_here(n))
         for k in children(n):
-            if isinstance(k, (cst.FunctionDef, cst.ClassDef)):
+            _, kind = info.get(type(k)) or _type_info(type(k))
+            if kind is _DEF:
                 names.add(k.name.value)
-                continue
-            if isinstance(k, (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
-                continue
-            stack.append(k)
+            elif kind is _WALK:
+                stack.append(k)
     got = cache[node] = frozenset(names)
+    return got
+
+
+# What `_bound_names` does with a node of a given type, decided once per type (isinstance against
+# LibCST's abstract classes is slow): (may it bind a name itself, walk into it / a def or class whose
+# name it binds / a nested scope to skip).
+_WALK, _DEF, _NESTED = "walk", "def", "nested"
+_BINDERS = (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr, cst.WithItem, cst.ExceptHandler,
+            cst.Del, cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom)  # those of `_names_bound_here`
+_TYPE_INFO: Dict[type, Tuple[bool, str]] = {}
+
+
+def _type_info(tp: type) -> Tuple[bool, str]:
+    if issubclass(tp, (cst.FunctionDef, cst.ClassDef)):
+        kind = _DEF
+    elif issubclass(tp, (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
+        kind = _NESTED
+    else:
+        kind = _WALK
+    got = _TYPE_INFO[tp] = (issubclass(tp, _BINDERS), kind)
     return got
 
 
@@ -174,6 +203,46 @@ def _simple_value(index: ModuleIndex, stmt: cst.CSTNode, name: str):
     return _OPAQUE if name in _bound_names(index, stmt) else _NOT_FOUND
 
 
+def _stops(index: ModuleIndex, stmt: cst.CSTNode) -> FrozenSet[str]:
+    """The names for which `_simple_value(index, stmt, name)` is not _NOT_FOUND (a backward search for the
+    name stops at `stmt`), computed once per statement."""
+    cache: Dict[cst.CSTNode, FrozenSet[str]] = index.cached("reaching.stops", dict)  # type: ignore[assignment]
+    got = cache.get(stmt)
+    if got is not None:
+        return got
+    if isinstance(stmt, cst.With):
+        names: Set[str] = set()
+        for item in stmt.items:
+            names.update(_names_bound_here(item))
+        for s in stmt.body.body:
+            names |= _stops(index, s)
+        got = frozenset(names)
+    elif isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        got = frozenset((stmt.name.value,))
+    else:  # a simple statement line (its small statements' bindings), another compound statement, a small one
+        got = _bound_names(index, stmt)
+    cache[stmt] = got
+    return got
+
+
+_Block = Tuple[List[cst.CSTNode], Dict[int, int], Dict[str, List[int]]]
+
+
+def _block(index: ModuleIndex, block: Optional[cst.CSTNode]) -> _Block:
+    """A block's statements, the place of each (by id), and per name the places of the statements a
+    backward search for it stops at, in order; computed once per block."""
+    cache: Dict[Optional[cst.CSTNode], _Block] = index.cached("reaching.blocks", dict)  # type: ignore[assignment]
+    got = cache.get(block)
+    if got is None:
+        body = list(getattr(block, "body", ()))
+        stops: Dict[str, List[int]] = {}
+        for k, s in enumerate(body):
+            for n in _stops(index, s):
+                stops.setdefault(n, []).append(k)
+        got = cache[block] = (body, {id(s): k for k, s in enumerate(body)}, stops)
+    return got
+
+
 def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpression]:
     """The value `name` certainly holds where it is read (see the module docstring), else None."""
     target = name.value
@@ -199,12 +268,14 @@ def reaching_value(index: ModuleIndex, name: cst.Name) -> Optional[cst.BaseExpre
             return None
     while True:
         block = index.parent.get(stmt)
-        body = list(getattr(block, "body", ()))
-        i = next((k for k, s in enumerate(body) if s is stmt), None)
+        body, places, stops = _block(index, block)
+        i = places.get(id(stmt))
         if i is None:
             return None
-        for s in reversed(body[:i]):
-            v = _simple_value(index, s, target)
+        # the statements before the read that may stop the search, nearest first
+        at = stops.get(target, ())
+        for j in range(bisect_left(at, i) - 1, -1, -1):
+            v = _simple_value(index, body[at[j]], target)
             if v is _OPAQUE:
                 return None
             if v is not _NOT_FOUND:

@@ -11,6 +11,10 @@ constant, a parameter) is not a bare standard deviation, and the answer is None.
 says whether the code repairs a std in place before use: `std[std == 0] = 1`, `std.clamp_(min=eps)`,
 `std += eps`, a comparison of it with something (`if (std == 0).any()`, `assert std > 0`,
 `np.where(std == 0, 1, std)`), anywhere in the same function (for `self.x`: anywhere in the module).
+
+`only_in_correlation(index, div)` says whether the value a standardisation computes is only used inside
+correlation statistics (every use a factor of a product with another standardised value, averaged or
+summed: `mean(zx * zy)`), where NaN for a constant series is the defined answer, not a bug.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import libcst as cst
 
 from trainlint.analysis.expr import number_value
 from trainlint.analysis.index import ModuleIndex, method_name, receiver
-from trainlint.analysis.reaching import bound_value, reaching_value
+from trainlint.analysis.reaching import binds, bound_value, reaching_value, statement_of
 from trainlint.analysis.walk import walk
 
 _STD_FUNCS = {"std", "nanstd", "reduce_std"}
@@ -119,3 +123,142 @@ def centred(index: ModuleIndex, expr: cst.BaseExpression, depth: int = 0) -> boo
         v = reaching_value(index, expr)
         return v is not None and centred(index, v, depth + 1)
     return False
+
+
+# -- correlation statistics -----------------------------------------------------------------------
+# A Pearson correlation standardises two series and averages their product: mean(zx * zy). Its
+# `/ std` is not a normalisation of data that a model or a loss then consumes; the result is a statistic
+# of the data, and for a constant series it is undefined, so NaN is its defined value (scipy.stats.pearsonr
+# and numpy.corrcoef give NaN too). `only_in_correlation` recognises that use from the data flow alone.
+
+_REDUCTIONS = {"mean", "sum", "nanmean", "nansum", "average", "reduce_mean", "reduce_sum"}
+_FACTOR_OPS = (cst.Multiply, cst.Divide)
+
+
+def standardised(index: ModuleIndex, expr: cst.BaseExpression, depth: int = 0) -> bool:
+    """Is `expr` a centred value (`y - y.mean()`) or one divided by a std (`(y - my) / y.std()`, guarded
+    or not), directly or through a local name?"""
+    if depth > 3:
+        return False
+    if isinstance(expr, cst.Name):
+        v = reaching_value(index, expr)
+        if v is None:
+            return _divided_in_place(index, expr)
+        return standardised(index, v, depth + 1)
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Divide):
+        return centred(index, expr.left) and _a_std(index, expr.right)
+    return centred(index, expr)
+
+
+def _divided_in_place(index: ModuleIndex, name: cst.Name) -> bool:
+    """Is the last binding of `name` before this read, in the same block, `name /= <a std>`?"""
+    stmt = statement_of(index, name)
+    block = index.parent.get(stmt) if stmt is not None else None
+    body = list(getattr(block, "body", ()))
+    i = next((k for k, s in enumerate(body) if s is stmt), None)
+    if i is None:
+        return False
+    for s in reversed(body[:i]):
+        if not binds(s, name.value):
+            continue
+        last = s.body[-1] if isinstance(s, cst.SimpleStatementLine) and s.body else None
+        return isinstance(last, cst.AugAssign) and isinstance(last.operator, cst.DivideAssign) \
+            and isinstance(last.target, cst.Name) and last.target.value == name.value and _a_std(index, last.value)
+    return False
+
+
+def _a_std(index: ModuleIndex, expr: cst.BaseExpression) -> bool:
+    """A std, bare or guarded (`s`, `x.std()`, `x.std() + eps`, `np.maximum(x.std(), eps)`, `s.clamp(...)`)."""
+    if std_source(index, expr) is not None:
+        return True
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
+        return std_source(index, expr.left) is not None or std_source(index, expr.right) is not None
+    if isinstance(expr, cst.Call):
+        if isinstance(expr.func, cst.Attribute) and std_source(index, expr.func.value) is not None:
+            return True  # x.std().clamp(min=eps)
+        return any(std_source(index, a.value) is not None for a in expr.args)  # np.maximum(x.std(), eps)
+    return False
+
+
+def _reduced(index: ModuleIndex, expr: cst.BaseExpression) -> bool:
+    """Is `expr` averaged or summed: `torch.mean(expr)`, `np.sum(expr, axis=1)`, `expr.mean()`?"""
+    p = index.parent.get(expr)
+    if isinstance(p, cst.Arg) and p.keyword is None:
+        call = index.parent.get(p)
+        if isinstance(call, cst.Call) and call.args and call.args[0] is p:
+            last = (index.callee(call) or method_name(call) or "").rsplit(".", 1)[-1]
+            return last in _REDUCTIONS
+        return False
+    if isinstance(p, cst.Attribute) and p.value is expr and p.attr.value in _REDUCTIONS:
+        call = index.parent.get(p)
+        return isinstance(call, cst.Call) and call.func is p
+    return False
+
+
+def _correlation_use(index: ModuleIndex, use: cst.BaseExpression) -> bool:
+    """Is `use` a factor of a product with another standardised value, and that product averaged or summed?
+    Further factors and divisions (`zx * zy / n`) may sit in between."""
+    node: cst.BaseExpression = use
+    partner = False
+    while True:
+        p = index.parent.get(node)
+        if not isinstance(p, cst.BinaryOperation) or not isinstance(p.operator, _FACTOR_OPS):
+            break
+        if isinstance(p.operator, cst.Divide) and p.left is not node:
+            return False  # `n / z`: not a product
+        other = p.right if p.left is node else p.left
+        if isinstance(p.operator, cst.Multiply) and standardised(index, other):
+            partner = True
+        node = p
+    return partner and _reduced(index, node)
+
+
+def _reads(index: ModuleIndex, name: str, stmt: cst.CSTNode, value: cst.CSTNode):
+    """The reads of local `name` in the scope of `stmt`, outside `stmt`, that may see the value it binds:
+    those after it (or anywhere in a loop around it) whose reaching value is `value`, or cannot be told."""
+    scope = index.scope.get(stmt)
+    root: cst.CSTNode = scope.body if scope is not None else index.module  # type: ignore[union-attr]
+    inside = {id(node) for node, _ in walk(stmt)}
+    loops = []  # the loops around `stmt` in its scope: a read earlier in one of them sees the next iteration
+    node = index.parent.get(stmt)
+    while node is not None and node is not root:
+        if isinstance(node, (cst.For, cst.While)):
+            loops.append(node)
+        node = index.parent.get(node)
+    in_loop = {id(n) for loop in loops for n, _ in walk(loop)}
+    after = False
+    for node, par in walk(root):
+        if node is stmt:
+            after = True
+        if not isinstance(node, cst.Name) or node.value != name or id(node) in inside:
+            continue
+        if not after and id(node) not in in_loop:
+            continue  # read before the value exists
+        if isinstance(par, (cst.AssignTarget, cst.Param, cst.For, cst.CompFor, cst.ImportAlias, cst.AsName,
+                            cst.FunctionDef, cst.ClassDef)):
+            continue
+        if isinstance(par, cst.Attribute) and par.attr is node:
+            continue
+        if isinstance(par, cst.Arg) and par.keyword is node:
+            continue
+        v = reaching_value(index, node)
+        if v is None or v is value:
+            yield node
+
+
+def only_in_correlation(index: ModuleIndex, div: cst.CSTNode) -> bool:
+    """Is the standardised value that `div` (`(x - mx) / sx`, or `x /= sx`) computes used only inside
+    correlation statistics: every use a factor of a product with another standardised value, averaged
+    or summed (`mean(zx * zy)`)? A use that escapes (returned, stored on `self`, passed to a model or a
+    loss, compared, subtracted) makes it a normalisation."""
+    p = index.parent.get(div)
+    if isinstance(div, cst.AugAssign):
+        name, stmt = div.target, div
+    elif isinstance(p, cst.Assign) and p.value is div and len(p.targets) == 1:
+        name, stmt = p.targets[0].target, p
+    else:
+        return _correlation_use(index, div)  # written in place: `((x - mx) / sx * zy).mean()`
+    if not isinstance(name, cst.Name):
+        return False  # `self.z = ...`, `out[i] = ...`: stored for others
+    uses = list(_reads(index, name.value, stmt, div))
+    return bool(uses) and all(_correlation_use(index, u) for u in uses)

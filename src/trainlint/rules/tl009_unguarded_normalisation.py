@@ -8,7 +8,10 @@ field report (`nan-loss-causes-zh`).
 
 The std comes from `analysis.stats`: a `.std()`/`np.std`/`torch.std`/`sqrt(var)` call, written in the
 division or reaching it through a local name (or a `self.x` bound once), and not repaired in place
-(`std[std == 0] = 1`, `std.clamp_(...)`, a comparison of it with anything). Code that only runs without
+(`std[std == 0] = 1`, `std.clamp_(...)`, a comparison of it with anything). A standardised value used
+only inside a correlation statistic (`mean(zx * zy)`, every use a product with another standardised
+value, averaged or summed) is not a normalisation: a correlation of a constant series is undefined, and
+NaN is its defined value (scipy and numpy agree). Code that only runs without
 autograd (under `torch.no_grad()`, or called only from a `@torch.no_grad()` function such as a diffusion
 pipeline's `__call__`) is inference and left alone.
 """
@@ -23,7 +26,7 @@ import libcst as cst
 from trainlint.analysis.filekind import is_test_file
 from trainlint.analysis.graph import only_runs_without_grad
 from trainlint.analysis.index import call_arg
-from trainlint.analysis.stats import centred, guarded, std_source
+from trainlint.analysis.stats import centred, guarded, only_in_correlation, std_source
 from trainlint.context import RuleContext
 from trainlint.diagnostics import Edit
 from trainlint.analysis.gate import ModuleFacts, leaf
@@ -71,6 +74,9 @@ _RANDOM = re.compile(r"latent|noise", re.IGNORECASE)
 
 
 def check(ctx: RuleContext) -> None:
+    if is_test_file(ctx.filename):
+        return  # unit tests compute reference values on purpose (`expected = (x - x.mean()) / x.std()`) and
+        # switch NumPy's error modes on purpose; no training runs there
     index = ctx.index
     for div in index.divisions:
         den = div.right if isinstance(div, cst.BinaryOperation) else div.value  # AugAssign `x /= std`
@@ -84,6 +90,8 @@ def check(ctx: RuleContext) -> None:
             continue  # re-standardising Gaussian latents or noise: never constant
         if isinstance(den, (cst.Name, cst.Attribute)) and guarded(index, den):
             continue
+        if only_in_correlation(index, div):
+            continue  # mean(zx * zy): a correlation coefficient, undefined (NaN) for a constant series by definition
         if only_runs_without_grad(index, div):
             continue  # inference code (a pipeline's `@torch.no_grad()` call): no training NaN to prevent
         what = index.code(den).strip()
@@ -95,8 +103,6 @@ def check(ctx: RuleContext) -> None:
         fix = ctx.fix("unsafe", f"Divide by `(... + {EPS})`", Edit("(", start, start), Edit(f" + {EPS})", end, end))
         ctx.report(div, f"Dividing by {what}, a standard deviation of the data with no eps, gives NaN when the "
                         f"data is constant; add an eps (`+ {EPS}`) or clamp it", fix=fix)
-    if is_test_file(ctx.filename):
-        return  # tests switch NumPy's error modes on purpose
     for call in index.calls:
         q = index.callee(call) or ""
         if q not in ("numpy.seterr", "np.seterr") or _scoped(index, call):

@@ -6,7 +6,7 @@
 
     with watch() as w:          # or watch(model=model, optimizer=opt, every=50, explode_factor=20)
         train()
-    for d in w.findings:        # trainlint.diagnostics.Diagnostic, code TL101..TL113
+    for d in w.findings:        # trainlint.diagnostics.Diagnostic, code TL101..TL115
         print(d.code, d.message)
 """
 

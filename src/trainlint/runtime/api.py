@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Union
 
 from trainlint.codes import RUNTIME_CODES, expand_selectors
 from trainlint.diagnostics import Diagnostic
-from trainlint.runtime.settings import resolve
+from trainlint.runtime.settings import OFF_BY_DEFAULT, resolve
 
 
 def _as_list(x: Any) -> List[Any]:
@@ -20,8 +20,12 @@ def _as_list(x: Any) -> List[Any]:
 
 
 def selected_codes(select: Optional[Sequence[str]] = None, ignore: Optional[Sequence[str]] = None) -> List[str]:
-    """Runtime codes after --select (default: all TL1xx) and --ignore; ValueError on an unknown one."""
+    """Runtime codes after --select (default: all TL1xx but those off by default) and --ignore;
+    ValueError on an unknown one. A check off by default (`settings.OFF_BY_DEFAULT`) runs only when a
+    selector names it exactly, or `ALL`."""
     codes = expand_selectors(list(select) if select else ["TL1"], RUNTIME_CODES)
+    named = {s.strip().upper() for s in select or []}
+    codes = [c for c in codes if c not in OFF_BY_DEFAULT or c in named or "ALL" in named]
     ignored = set(expand_selectors(list(ignore or []), RUNTIME_CODES))
     return [c for c in codes if c not in ignored]
 

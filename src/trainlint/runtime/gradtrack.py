@@ -11,36 +11,49 @@ modified in place (zeroed, clipped, scaled; which of these only the flushed norm
 
 from __future__ import annotations
 
+from functools import partial
+from operator import is_, is_not
 from typing import Any, Dict, List, Tuple
 
 SAMPLE = 4  # parameters watched per optimizer
 
 
+_is_none = partial(is_, None)
+
+
+def _version(g: Any) -> int:
+    return g._version if g is not None else -1
+
+
 class _Track:
-    __slots__ = ("sample", "snap", "stale", "dirty")
+    """Runs at every backward() and step(): kept to a few list operations over the sampled parameters."""
+
+    __slots__ = ("sample", "grads", "versions", "stale", "dirty")
 
     def __init__(self) -> None:
         self.sample: List[Any] = []
-        self.snap: List[Tuple[Any, Any, int]] = []  # (param, grad tensor, grad version)
+        self.grads: List[Any] = []  # the sampled parameters' gradient tensors when last taken ([]: none)
+        self.versions: List[int] = []  # their version counters then
         self.stale = False  # grads unchanged since the last step
         self.dirty = False  # a backward accumulated onto the last step's gradients
 
+    @property
+    def snap(self) -> bool:
+        return bool(self.grads)
+
     def take(self) -> None:
-        snap = []
-        for p in self.sample:
-            g = p.grad
-            snap.append((p, g, g._version if g is not None else -1))
+        grads = [p.grad for p in self.sample]
         # nothing to watch when none of the sampled parameters has a gradient
-        self.snap = snap if any(g is not None for _, g, _ in snap) else []
+        if all(map(_is_none, grads)):
+            self.grads, self.versions = [], []
+        else:
+            self.grads, self.versions = grads, list(map(_version, grads))
 
     def changed(self, identity_only: bool = False) -> bool:
-        for p, g, v in self.snap:
-            cur = p.grad
-            if cur is not g:
-                return True
-            if not identity_only and g is not None and g._version != v:
-                return True
-        return False
+        grads = [p.grad for p in self.sample]
+        if any(map(is_not, grads, self.grads)):
+            return True
+        return not identity_only and list(map(_version, grads)) != self.versions
 
 
 def _sample(opt) -> List[Any]:
@@ -57,7 +70,7 @@ class GradTracker:
 
     def backward_start(self) -> None:
         for t in self.tracks.values():
-            if not t.snap:
+            if not t.grads:
                 continue
             if t.changed():
                 t.stale = False  # cleared (or otherwise rewritten) since we last looked
@@ -81,16 +94,19 @@ class GradTracker:
         after_backward: "" untouched since the last backward() ended, "replaced" (set to None or a new
         tensor), "modified" (changed in place)."""
         t = self.tracks.get(st)
-        if t is None or not t.snap:
+        if t is None or not t.grads:
             return False, ""
-        after = "replaced" if t.changed(identity_only=True) else ("modified" if t.changed() else "")
-        return t.dirty, after
+        grads = [p.grad for p in t.sample]
+        if any(map(is_not, grads, t.grads)):
+            return t.dirty, "replaced"
+        return t.dirty, ("modified" if list(map(_version, grads)) != t.versions else "")
 
     def post_step(self, st) -> None:
         t = self.tracks.get(st)
         if t is None:
             t = self.tracks[st] = _Track()
-        if not t.sample or all(p.grad is None for p in t.sample):
+        sample = t.sample
+        if not sample or all(map(_is_none, [p.grad for p in sample])):
             o = st.opt
             t.sample = _sample(o) if o is not None else []
         t.take()

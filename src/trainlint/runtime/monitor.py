@@ -27,10 +27,13 @@ from trainlint.runtime import transfer
 from trainlint.runtime.gradtrack import GradTracker
 from trainlint.runtime.history import History
 from trainlint.runtime.names import Names
+from trainlint.runtime.ranks import Ranks, merge
 from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRecord
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, foreach_norms, grouped, nonfinite
+
+is_grad_enabled = torch.is_grad_enabled
 
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
@@ -105,6 +108,8 @@ class Monitor:
         self.names = Names(models, self.sites.skips)
         self.grads = GradTracker()
         self.sources = Sources(self)
+        self.ranks = Ranks()  # torchrun: this process's rank and the side channel to the others
+        self._merged: Optional[List[Any]] = None
         self.step = 0  # completed steps of the primary optimizer
         self.loss_count = 0
         self.losses_pending: List[LossRecord] = []
@@ -113,6 +118,8 @@ class Monitor:
         self.opt_states: List[OptState] = []
         self._only_opts = weakref.WeakSet(optimizers) if optimizers is not None else None
         self._ignored_opts: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._last_opt: Optional[Tuple[Any, OptState]] = None  # (weakref, state) of the last optimizer seen
+        self._last_iter: Optional[Tuple[Any, LoaderState]] = None  # (weakref, state) of the last DataLoader iterator
         self.loaders: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
@@ -155,6 +162,12 @@ class Monitor:
         self._ev_finish = listeners("finish")
         self._ev_batch = listeners("on_batch")
         self._ev_bad_loss = listeners("on_bad_loss")
+        self._ev_activation = listeners("on_activation")
+        # softmax/sigmoid calls are wrapped only for a check that looks at them, and looked at only in
+        # the steps it samples (`saturation-every`); the wrappers read `activation_due` and nothing else
+        self.wants_activations = bool(self._ev_activation)
+        self._activation_every = int(settings.get("saturation-every", 10))
+        self.activation_due = self.wants_activations
         self.current_place: Optional[BatchPlace] = None
         self.current_data: Any = None  # the batch in use (a reference, no copy), for on_bad_loss
         # module types some check watches, and which checks: module inputs via forward pre-hooks
@@ -207,8 +220,9 @@ class Monitor:
         """Keep the global forward hook only while it is useful: discovering the model (first steps),
         or capturing module outputs where that is free (CPU) or armed after a non-finite loss."""
         need = (self.step < 2 or self._capturing()) and not self.closed
-        if need != self.sources.forward_installed:
-            self.sources.want_forward(need)
+        hook = self.forward if self.step < 2 else self.capture
+        if need != self.sources.forward_installed or (need and self.sources.forward_hook != hook):
+            self.sources.want_forward(need, hook)
             if not need:
                 self.captured.clear()
 
@@ -229,6 +243,16 @@ class Monitor:
             if len(cap) >= _CAPTURE_LIMIT:
                 del cap[: _CAPTURE_LIMIT // 2]
             cap.append((module, inputs, output))
+
+    def capture(self, module, inputs, output) -> None:
+        """The forward hook once the model is discovered and only capture is left to do (the sources
+        install it instead of `forward` from the third step on: the same capture, fewer tests)."""
+        if self.closed or not is_grad_enabled():
+            return
+        cap = self.captured
+        cap.append((module, inputs, output))
+        if len(cap) > _CAPTURE_LIMIT:
+            del cap[: _CAPTURE_LIMIT // 2]
 
     def _watch_module(self, module, inputs) -> None:
         """A module some check watches: hook its later calls, and show it this call's inputs."""
@@ -265,7 +289,7 @@ class Monitor:
                 # the cross-entropy divided or multiplied by a constant on its way to backward()
                 # (Lightning's `loss / accumulate_grad_batches`): judge the cross-entropy's own value
                 classes, ce_value = ce[1], ce[0].detach()
-        self._record_loss(tensor.detach(), site, classes, ce_value)
+        self._record_loss(tensor, site, classes, ce_value)
 
     def backward_end(self) -> None:
         self.grads.backward_end()
@@ -294,7 +318,7 @@ class Monitor:
         if self.immediate is None:
             self.immediate = t.device.type == "cpu" or self.every == 1
         if self.immediate or self.armed > 0:
-            v = float(t)  # free on the CPU; on an accelerator only while armed (after a failure)
+            v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
             rec.value = v
             if self.armed > 0:
                 self.armed -= 1
@@ -304,7 +328,7 @@ class Monitor:
                 for f in self._ev_bad_loss:
                     f(rec, self.current_place, self.current_data)
         else:
-            rec.tensor = t.reshape(())
+            rec.tensor = t.detach().reshape(())
         self.losses_pending.append(rec)
         if len(self.losses_pending) >= 4 * self.every and not self.steps_pending:
             self.flush()  # backward without optimizer steps: flush anyway
@@ -352,10 +376,29 @@ class Monitor:
             classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
             self._last_ce = (loss, classes) if classes >= 2 else None
 
+    # ------------------------------------------------------------------ softmax / sigmoid
+    def activation(self, kind: str, x: Any, out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        """A softmax/sigmoid call in a sampled step: its input and output, if it is part of training
+        (gradients enabled, an input that requires them)."""
+        if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or not x.requires_grad \
+                or not torch.is_grad_enabled() or not x.is_floating_point() or x.numel() == 0:
+            return
+        dim = None
+        if kind == "softmax":
+            dim = args[0] if args else kwargs.get("dim")
+            if dim is None:  # F.softmax's legacy implicit dimension
+                dim = 0 if x.dim() in (0, 1, 3) else 1
+        for f in self._ev_activation:
+            f(kind, x, out, dim)
+
     # ------------------------------------------------------------------ optimizer steps
     def _opt_state(self, opt) -> Optional[OptState]:
+        last = self._last_opt
+        if last is not None and last[0]() is opt:
+            return last[1]  # the same optimizer as the last step (no weak-dictionary lookup)
         st = self.opts.get(opt)
         if st is not None:
+            self._last_opt = (st.ref, st)
             return st
         if opt in self._ignored_opts:
             return None
@@ -365,6 +408,7 @@ class Monitor:
         st = OptState(opt, len(self.opt_states), primary=not self.opt_states)
         self.opts[opt] = st
         self.opt_states.append(st)
+        self._last_opt = (st.ref, st)
         return st
 
     def pre_step(self, opt, closure: bool) -> None:
@@ -385,7 +429,8 @@ class Monitor:
             self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
-        st = self.opts.get(opt)
+        last = self._last_opt
+        st = last[1] if last is not None and last[0]() is opt else self.opts.get(opt)
         if st is None:
             return
         if st.closure:
@@ -397,17 +442,21 @@ class Monitor:
         self.captured.clear()
         if st.primary:
             self.step += 1
+            if self.wants_activations:
+                self.activation_due = self.step % self._activation_every == 0
             if self.step == 2:
                 self.names.build()  # the model is known by now; name it while it is alive
             if self.step % self.every == 0:
                 self.flush()
+                if self.ranks.rank is None:
+                    self.ranks.probe()  # a torchrun worker? (known by rank 0 for the merged report)
             if self.step <= 2 or self.sources.forward_installed:
                 self._update_forward_hook()
 
     def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
         groups = opt.param_groups
-        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        key = [(id(g["params"]), len(g["params"])) for g in groups]
         plan = st.plan
         if plan is None or plan[0] != key:
             params = [p for g in groups for p in g["params"]]
@@ -421,20 +470,21 @@ class Monitor:
         previous step."""
         _, params, uniform = self._plan(st, opt)
         grads = [p.grad for p in params]
-        if any(g is None or g.is_sparse for g in grads):
-            pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
-            params = [p for p, _ in pairs]
-            grads = [g for _, g in pairs]
+        for g in grads:
+            if g is None or g.is_sparse:
+                pairs = [(p, g) for p, g in zip(params, grads) if g is not None and not g.is_sparse]
+                params = [p for p, _ in pairs]
+                grads = [g for _, g in pairs]
+                break
         ordered: List[Any] = []
         vecs: List[Any] = []
         if grads:
-            with torch.no_grad():
-                if uniform:  # the usual case: one device, one dtype
-                    ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
-                else:
-                    for ps, gs in grouped(params, grads):
-                        vecs.append((gs[0].device, foreach_norms(gs)))
-                        ordered.extend(ps)
+            if uniform:  # the usual case: one device, one dtype
+                ordered, vecs = params, [(grads[0].device, foreach_norms(grads))]
+            else:
+                for ps, gs in grouped(params, grads):
+                    vecs.append((gs[0].device, foreach_norms(gs)))
+                    ordered.extend(ps)
         rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
         rec.no_grads = not grads
         rec.closure = st.closure
@@ -461,13 +511,16 @@ class Monitor:
         self.iters[it] = st
 
     def batch(self, it, batch) -> None:
-        st = self.iters.get(it)
+        last = self._last_iter
+        st = last[1] if last is not None and last[0]() is it else self.iters.get(it)
         if st is None:  # iterator created before watching began
             self._loader_keys += 1
             sampler = getattr(it, "_index_sampler", None)
             st = LoaderState(self._loader_keys, getattr(sampler, "batch_size", None))
             st.epoch = 1
             self.iters[it] = st
+        if last is None or last[1] is not st:
+            self._last_iter = (weakref.ref(it), st)  # the iterator of the batches that follow (weakly)
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
@@ -553,11 +606,32 @@ class Monitor:
             self.detach()
 
     def diagnostics(self) -> List[Any]:
+        """The findings so far; once closed, in a torchrun run: on rank 0 every rank's findings merged
+        (each naming its rank), on the other ranks their own (also sent to rank 0)."""
         if not self.closed:
             try:
                 self.flush()
             except Exception as exc:  # pragma: no cover - defensive
                 self.internal(exc)
+        elif self._merged is not None:
+            return list(self._merged)
+        ranks = self.ranks
+        others = None
+        if self.closed and ranks.active and ranks.rank == 0:
+            # first the other ranks' findings: they come once those ranks finished, so every checksum
+            # TL114 compares is in the store by then
+            others = ranks.gather_findings(float(self.settings["rank-wait"]))
+        out = self._own_diagnostics()
+        if self.closed and ranks.active:
+            if ranks.rank == 0:
+                out = merge(out, 0, others or {})
+            else:
+                ranks.send_findings(out)
+                out = merge(out, ranks.rank, {})
+            self._merged = out
+        return list(out)
+
+    def _own_diagnostics(self) -> List[Any]:
         out: List[Any] = []
         # checks that read the others' findings (to point at an earlier cause) come last
         for c in sorted(self.checks, key=lambda c: c.reads_findings):

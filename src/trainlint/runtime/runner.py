@@ -18,6 +18,11 @@ Exit status:
   2 for a usage or configuration error (unknown code, bad threshold, no such script/module, torch
   missing, a report or output path that cannot be written: all found before the script starts), or
   when the checks themselves failed and there is nothing else to report.
+
+Under torchrun (`torchrun --nproc_per_node N -m trainlint run train.py`) every worker runs this; at the
+end the workers send their findings to rank 0, which prints one report (each finding names its rank),
+writes `-o`/`--report`, and exits as above; the other ranks print one line on stderr and keep the
+script's own status.
 """
 
 from __future__ import annotations
@@ -251,6 +256,10 @@ def run_main(target: str, args: List[str], module: bool = False, output_format: 
         return EXIT_INTERRUPT
 
 
+def fmt_seconds(x: float) -> str:
+    return f"{x:g} s"
+
+
 def _finish(monitor, status: int, output_format: str, report: Optional[str], quiet: bool,
             title: Optional[str] = None, output_file: Optional[str] = None) -> int:
     from trainlint.output import renderer
@@ -260,6 +269,22 @@ def _finish(monitor, status: int, output_format: str, report: Optional[str], qui
     diags = monitor.diagnostics()
     sys.stderr.flush()
     sys.stdout.flush()
+    ranks = monitor.ranks
+    if ranks.active and ranks.rank != 0:
+        # a torchrun worker other than rank 0: its findings are in rank 0's report (which names the
+        # rank); its exit status stays the script's, so that torchrun does not stop rank 0 before it
+        # has printed that report
+        if not quiet:
+            n = len(diags)
+            sys.stderr.write(f"trainlint: rank {ranks.rank}: {n} finding{'s' if n != 1 else ''}, reported by rank 0\n")
+            sys.stderr.flush()
+        if monitor.errors:
+            _err(f"rank {ranks.rank}: the runtime checks failed and stopped watching:\n" + monitor.errors[0])
+        return status
+    if ranks.active and ranks.missing and not quiet:
+        _warn(f"no findings from rank{'s' if len(ranks.missing) != 1 else ''} "
+              f"{', '.join(str(r) for r in ranks.missing)} within {fmt_seconds(monitor.settings['rank-wait'])} "
+              f"(rank-wait): the report holds the other ranks' findings only")
     human = output_format in ("full", "concise")
     nothing = monitor.loss_count == 0 and monitor.step == 0
     failed = False

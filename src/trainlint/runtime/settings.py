@@ -57,7 +57,25 @@ DEFAULTS: Dict[str, Any] = {
     "dead-every": 10,
     "dead-fraction": 0.5,
     "dead-checks": 5,
+    # TL114 (torchrun): every `replica-every` steps each rank publishes checksums of its parameters;
+    # a parameter that matched on every rank and later differs by more than `replica-tolerance`
+    # (relative) is reported
+    "replica-every": 50,
+    "replica-tolerance": 1e-6,
+    # at the end, rank 0 waits this many seconds at most for the other ranks' findings
+    "rank-wait": 30.0,
+    # TL115: every `saturation-every` steps, the fraction of softmax rows / sigmoid outputs saturated to
+    # exactly 0 and 1; reported when at least `saturation-fraction` in `saturation-checks` looks in a row
+    "saturation-every": 10,
+    "saturation-fraction": 0.5,
+    "saturation-checks": 5,
 }
+
+# runtime checks that run only when a selector names them exactly (`--select TL1,TL115`) or `ALL`:
+# TL115 wraps torch.softmax/torch.sigmoid and the Tensor methods, which costs every call a Python
+# wrapper (attention layers call softmax many times per step) and keeps `torch.jit.script` from
+# compiling code that calls them while the run is watched
+OFF_BY_DEFAULT: Tuple[str, ...] = ("TL115",)
 
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
 SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
@@ -90,6 +108,13 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "dead-every": (int, 1, None, "optimizer steps between two looks at the ReLU layers' units"),
     "dead-fraction": (float, 0.0, 1.0, "fraction of a layer's units dead for the whole batch that counts"),
     "dead-checks": (int, 1, None, "consecutive looks above dead-fraction before TL113 reports"),
+    "replica-every": (int, 1, None, "optimizer steps between two comparisons of the ranks' parameters"),
+    "replica-tolerance": (float, 0.0, None, "relative difference of a parameter's checksums between two "
+                                            "ranks that counts as diverged"),
+    "rank-wait": (float, 0.0, None, "seconds rank 0 waits at the end for the other ranks' findings"),
+    "saturation-every": (int, 1, None, "optimizer steps between two looks at the softmax/sigmoid outputs"),
+    "saturation-fraction": (float, 0.0, 1.0, "fraction of saturated softmax rows or sigmoid outputs that counts"),
+    "saturation-checks": (int, 1, None, "consecutive looks above saturation-fraction before TL115 reports"),
 }
 
 # which keys each runtime check reads (for the rule pages and `trainlint rule`)
@@ -107,6 +132,8 @@ KEYS_BY_CODE: Dict[str, Tuple[str, ...]] = {
     "TL111": ("input-scale-ratio", "input-scale-batches"),
     "TL112": ("bn-min-batch",),
     "TL113": ("dead-every", "dead-fraction", "dead-checks"),
+    "TL114": ("replica-every", "replica-tolerance", "rank-wait"),
+    "TL115": ("saturation-every", "saturation-fraction", "saturation-checks"),
 }
 
 

@@ -20,6 +20,13 @@ class Site:
     row: int
     function: str = ""
 
+    # a site is a dictionary key of several checks, looked up for every loss: hash it once
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.filename, self.row, self.function)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
     def display_name(self) -> str:
         return display_filename(self.filename)
 
@@ -82,8 +89,8 @@ class SiteFinder:
             if p:
                 lib.add(os.path.abspath(p) + os.sep)
         self._lib = tuple(sorted(lib))
-        self._cache: Dict[Tuple[object, int], Site] = {}
-        self._skipped_code: Dict[object, bool] = {}
+        self._cache: Dict[Tuple[int, int], Tuple[object, Site]] = {}
+        self._skipped_code: Dict[int, Tuple[object, bool]] = {}
 
     def _is_skipped(self, filename: str) -> bool:
         return filename.startswith("<frozen") or filename.startswith(self._skip)
@@ -103,25 +110,26 @@ class SiteFinder:
         except ValueError:
             return UNKNOWN
         # skip torch/trainlint/runpy frames (decided once per code object), then cache on the first
-        # other frame
+        # other frame. Called for every loss: code objects are keyed by id (hashing a code object hashes
+        # its constants each time), with the code object kept alongside so that an id is never reused
         skipped = self._skipped_code
         while frame is not None:
             code = frame.f_code
-            skip = skipped.get(code)
-            if skip is None:
-                skip = skipped[code] = self._is_skipped(self._abs(code.co_filename))
-            if not skip:
+            entry = skipped.get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = skipped[id(code)] = (code, self._is_skipped(self._abs(code.co_filename)))
+            if not entry[1]:
                 break
             frame = frame.f_back
         if frame is None:
             return UNKNOWN
-        key = (frame.f_code, frame.f_lineno)
-        site = self._cache.get(key)
-        if site is None:
-            site = self._resolve(frame)
+        key = (id(code), frame.f_lineno)
+        entry = self._cache.get(key)
+        if entry is None or entry[0] is not code:
+            entry = (code, self._resolve(frame))
             if len(self._cache) < 4096:
-                self._cache[key] = site
-        return site
+                self._cache[key] = entry
+        return entry[1]
 
     @staticmethod
     def _abs(filename: str) -> str:

@@ -14,6 +14,10 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
 - forward pre-hooks on the modules the sink asks for (`watch_module`) -> the callback it gives
 - wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
   them)                                                            -> sink.classified(loss, scores)
+- only when the sink asks (`sink.wants_activations`): wrappers on `torch.softmax`, `F.softmax`,
+  `Tensor.softmax`, `torch.sigmoid`, `Tensor.sigmoid` (`nn.Softmax`, `nn.Sigmoid` and `F.sigmoid` call
+  them); they pass straight through unless `sink.activation_due` -> sink.activation(kind, input, output,
+                                                                    args, kwargs)
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
@@ -36,6 +40,7 @@ class Sources:
         self._patches: List[Tuple[Any, str, Any, bool, Any]] = []
         self._handles: List[Any] = []
         self._fwd_handle = None
+        self.forward_hook: Optional[Callable[..., None]] = None
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
@@ -64,6 +69,11 @@ class Sources:
             for name in ("cross_entropy", "nll_loss"):
                 if callable(getattr(F, name, None)):
                     self._patch(F, name, self._wrap_classification_loss)
+            if getattr(self.sink, "wants_activations", False):
+                for owner, name in ((torch, "softmax"), (F, "softmax"), (torch.Tensor, "softmax"),
+                                    (torch, "sigmoid"), (torch.Tensor, "sigmoid")):
+                    if callable(getattr(owner, name, None)):
+                        self._patch(owner, name, functools.partial(self._wrap_activation, name))
         except BaseException:
             self.detach()
             raise
@@ -112,17 +122,25 @@ class Sources:
     def forward_installed(self) -> bool:
         return self._fwd_handle is not None
 
-    def want_forward(self, on: bool) -> None:
+    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None) -> None:
+        """Install (or replace by `hook`, default `sink.forward`) or remove the global forward hook."""
+        hook = hook or self.sink.forward
+        if self._fwd_handle is not None and (not on or hook != self.forward_hook):
+            self._fwd_handle.remove()
+            self._fwd_handle = None
+            self.forward_hook = None
         if on and self._fwd_handle is None:
             from torch.nn.modules import module as module_mod
 
-            self._fwd_handle = module_mod.register_module_forward_hook(self.sink.forward)
-        elif not on and self._fwd_handle is not None:
-            self._fwd_handle.remove()
-            self._fwd_handle = None
+            self._fwd_handle = module_mod.register_module_forward_hook(hook)
+            self.forward_hook = hook
 
     # ------------------------------------------------------------------ optimizer hooks
     def _hook_pre_step(self, opt, args, kwargs) -> None:
+        # torch passes the step's positional arguments with the optimizer itself first: step(closure)
+        # gives args == (opt, closure)
+        if args and args[0] is opt:
+            args = args[1:]
         closure = args[0] if args else kwargs.get("closure")
         self._guarded(self.sink.pre_step, opt, closure is not None)
         return None
@@ -231,6 +249,18 @@ class Sources:
             return total
 
         return clip_grad_norm_
+
+    def _wrap_activation(self, kind, orig):
+        sink = self.sink
+
+        @functools.wraps(orig)
+        def activation(input, *args, **kwargs):
+            out = orig(input, *args, **kwargs)
+            if sink.activation_due and not sink.closed:
+                self._guarded(sink.activation, kind, input, out, args, kwargs)
+            return out
+
+        return activation
 
     def _wrap_classification_loss(self, orig):
         src = self

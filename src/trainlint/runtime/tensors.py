@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -10,6 +10,10 @@ import torch
 def batch_size_of(batch: Any, depth: int = 0) -> Optional[int]:
     """The leading dimension of the first tensor in a batch (tensor, tuple/list, dict), from metadata
     only (no device access)."""
+    tp = type(batch)
+    if (tp is tuple or tp is list) and batch and isinstance(batch[0], torch.Tensor):  # (x, y): the usual
+        first = batch[0]
+        return int(first.shape[0]) if first.dim() > 0 else None
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() > 0 else None
     if depth > 4:
@@ -44,15 +48,29 @@ def nonfinite(obj: Any, depth: int = 0) -> bool:
     return False
 
 
-def foreach_norms(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
-    """Per-tensor L2 norms in float32 (one fused kernel per device/dtype group where torch has one)."""
+_set_grad_enabled = getattr(torch._C, "_set_grad_enabled", None)
+_is_grad_enabled = torch.is_grad_enabled
+_F32 = torch.float32
+
+
+def foreach_norms(tensors: List[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """Per-tensor L2 norms in float32 (one fused kernel per device/dtype group where torch has one),
+    without autograd recording (gradients of a create_graph backward require grad themselves). Called at
+    every optimizer step: the grad mode is switched directly, not through a `no_grad()` context object."""
+    toggle = _set_grad_enabled is not None and _is_grad_enabled()
+    if toggle:
+        _set_grad_enabled(False)
     try:
-        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+        return torch._foreach_norm(tensors, 2, dtype=_F32)
     except (TypeError, RuntimeError, AttributeError):  # older torch: no dtype argument
-        try:
-            return [n.float() for n in torch._foreach_norm(tensors, 2)]
-        except (RuntimeError, AttributeError):
-            return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
+        with torch.no_grad():
+            try:
+                return [n.float() for n in torch._foreach_norm(tensors, 2)]
+            except (RuntimeError, AttributeError):
+                return [torch.linalg.vector_norm(t, dtype=_F32) for t in tensors]
+    finally:
+        if toggle:
+            _set_grad_enabled(True)
 
 
 def grouped(params: List[Any], tensors: List[torch.Tensor]):

@@ -43,7 +43,10 @@ def fetch_norms(steps: List[StepRecord]) -> None:
             by_device.setdefault(dev, []).extend(norms)
     host: Dict[Any, List[float]] = {}
     for dev, norms in by_device.items():
-        host[dev] = torch.stack(norms).float().cpu().tolist()
+        if dev.type == "cpu":  # nothing to transfer: reading each 0-dim norm is cheaper than stacking them
+            host[dev] = list(map(float, norms))
+        else:
+            host[dev] = torch.stack(norms).float().cpu().tolist()
     offsets = {dev: 0 for dev in host}
     isfinite = math.isfinite
     for r in steps:

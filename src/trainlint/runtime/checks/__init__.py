@@ -18,11 +18,13 @@ from trainlint.runtime.checks.tl110_loss_at_chance_level import LossAtChanceLeve
 from trainlint.runtime.checks.tl111_bad_input_data import BadInputData
 from trainlint.runtime.checks.tl112_batchnorm_small_batch import BatchNormSmallBatch
 from trainlint.runtime.checks.tl113_dead_relu import DeadRelu
+from trainlint.runtime.checks.tl114_replicas_diverged import ReplicasDiverged
+from trainlint.runtime.checks.tl115_saturated_probabilities import SaturatedProbabilities
 
 CHECKS = {c.code: c for c in (NonFiniteLoss, NonFiniteGradient, GradientsNotCleared, ShortBatchLossSpike,
                               ExplodingGradients, CollapsedGradients, EpsUnderflow, ParametersNotUpdated,
                               LossDiverged, LossAtChanceLevel, BadInputData, BatchNormSmallBatch,
-                              DeadRelu)}
+                              DeadRelu, ReplicasDiverged, SaturatedProbabilities)}
 
 
 def build_checks(codes: Iterable[str], ctx: Any, settings: Dict[str, Any]) -> List[Check]:

@@ -7,7 +7,10 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   on_bad_loss(rec, where, batch) (a non-finite loss read as it happens, on the CPU; `where`/`batch`:
   the batch in use, or None),
   on_module_input(module, inputs) (each call of a module of a type listed in the check's `watches`,
-  before its forward; modules are found in the first steps)
+  before its forward; modules are found in the first steps),
+  on_activation(kind, x, out, dim) (a softmax (`dim`) or sigmoid call of the training graph, in the
+  steps numbered a multiple of `saturation-every` only; the wrappers exist only when a check
+  listens)
 Flushed events (every `every` steps and at the end, host values in order):
   on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck), then on_flush()
 and finish() once at the end. `diagnostics()` may be called at any time and again later.
@@ -49,6 +52,7 @@ class Check:
     def on_batch(self, batch: Any, where: Any) -> None: ...
     def on_bad_loss(self, rec: LossRecord, where: Any, batch: Any) -> None: ...
     def on_module_input(self, module: Any, inputs: Any) -> None: ...
+    def on_activation(self, kind: str, x: Any, out: Any, dim: Optional[int]) -> None: ...
 
     # flushed events
     def on_loss(self, rec: LossRecord) -> None: ...

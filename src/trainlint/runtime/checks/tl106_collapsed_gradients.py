@@ -57,8 +57,8 @@ class CollapsedGradients(Check):
     def _step_loss(self, rec: StepRecord) -> Optional[float]:
         if rec.opt.primary:
             vals = self.loss_by_step.pop(rec.step, None)
-            for k in [k for k in self.loss_by_step if k < rec.step]:
-                del self.loss_by_step[k]
+            if len(self.loss_by_step) > 256:  # steps only grow: earlier ones are never asked for again
+                self.loss_by_step = {k: v for k, v in self.loss_by_step.items() if k >= rec.step}
             if vals:
                 return sum(vals) / len(vals)
         return self.last_loss

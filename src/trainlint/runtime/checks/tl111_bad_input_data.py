@@ -64,19 +64,22 @@ class BadInputData(Check):
         self.sites: Dict[int, Any] = {}  # loader key -> the line iterating it
 
     def on_batch(self, batch: Any, where: BatchPlace) -> None:
+        immediate = self.ctx.immediate
+        sc = self.scales.get(where.loader)
+        if immediate and sc is not None and (sc.done or sc.asked >= self.scale_batches):
+            return  # the usual batch on the CPU: scales measured, NaN/Inf looked for only on a bad loss
         x = first_float_tensor(batch)
         if x is None or len(self.pending) >= _PENDING_MAX:
             return
         if where.loader not in self.sites:
             self.sites[where.loader] = self.ctx.sites.find(1)
+        if sc is None:
+            sc = self.scales[where.loader] = _Scale()
         with torch.no_grad():
             # on the CPU (losses read as they happen) NaN/Inf is looked for only when a loss is non-finite
-            deferred = self.ctx.immediate is False or (self.ctx.immediate is None and x.device.type != "cpu")
+            deferred = immediate is False or (immediate is None and x.device.type != "cpu")
             finite = torch.isfinite(x).all() if deferred else None
             rms = None
-            sc = self.scales.get(where.loader)
-            if sc is None:
-                sc = self.scales[where.loader] = _Scale()
             if (not sc.done and sc.asked < self.scale_batches and x.dim() >= 2
                     and 2 <= x.shape[1] <= _MAX_FEATURES):
                 sc.asked += 1

@@ -2,9 +2,9 @@
 checks in a row, after they were alive: dead units that no gradient can revive.
 
 Each `nn.ReLU` module found in the first steps gets a forward pre-hook; every `dead-every` optimizer
-steps (first call of the module in that step), the fraction of its units whose input is <= 0 for every
-sample (and every position: a unit of a convolution is a channel) is computed on the device and read at
-the flush. Reported when a layer's dead fraction is at least `dead-fraction` in `dead-checks`
+steps (first call of the module in that step), the number of its units whose input is > 0 for some
+sample (and some position: a unit of a convolution is a channel; its maximum over the batch is > 0) is
+counted on the device and read at the flush. Reported when a layer's dead fraction is at least `dead-fraction` in `dead-checks`
 consecutive checks, having been below it at the first check.
 """
 
@@ -67,19 +67,20 @@ class DeadRelu(Check):
             return
         if self.site is None:
             self.site = self.ctx.sites.find(1)
+        # a unit (a channel of a convolution) is alive when it is > 0 for some sample (and position):
+        # its maximum over the batch (and positions) is > 0; three kernels, read at the flush
         with torch.no_grad():
-            alive = (x.detach() > 0).any(0)  # units (and positions) active for some sample
-            if alive.dim() > 1:
-                alive = alive.flatten(1).any(1)  # a channel is alive if active anywhere
-            dead = 1.0 - alive.float().mean()
+            dims = (0,) if x.dim() == 2 else (0,) + tuple(range(2, x.dim()))
+            alive = torch.count_nonzero(x.detach().amax(dim=dims) > 0)
         s.units = int(x.shape[1])
-        self.pending.append((s, step, self.ctx.epoch(), dead))
+        self.pending.append((s, step, self.ctx.epoch(), (alive, s.units)))
 
     def on_flush(self) -> None:
         pending, self.pending = self.pending, []
         if not pending:
             return
-        values = torch.stack([d.reshape(()) for _, _, _, d in pending]).cpu().tolist()
+        counts = torch.stack([a.reshape(()) for _, _, _, (a, _) in pending]).cpu().tolist()
+        values = [1.0 - c / units for c, (_, _, _, (_, units)) in zip(counts, pending)]
         for (s, step, epoch, _), v in zip(pending, values):
             s.checks += 1
             if s.first is None:
