@@ -21,6 +21,8 @@ class Cache:
     def __init__(self, root: str):
         self.root = root
         self.dir = os.path.join(root, __version__)
+        self._settings_text: dict = {}  # (codes, id(options)) -> their JSON, hashed into every key
+        self._keep: list = []
 
     @classmethod
     def open(cls, root: Optional[str]) -> Optional["Cache"]:
@@ -45,7 +47,12 @@ class Cache:
         except OSError:
             return None
         h = hashlib.blake2b(data, digest_size=20)
-        h.update(b"\0" + json.dumps([job.codes, job.options], sort_keys=True).encode())
+        settings_key = (tuple(job.codes), id(job.options))
+        text = self._settings_text.get(settings_key)
+        if text is None:
+            text = self._settings_text[settings_key] = json.dumps([job.codes, job.options], sort_keys=True).encode()
+            self._keep.append(job.options)  # its id stays its own while the cache lives
+        h.update(b"\0" + text)
         h.update(b"\0" + os.path.abspath(job.path).encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 

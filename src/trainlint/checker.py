@@ -6,7 +6,7 @@ import difflib
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import click
 
@@ -121,13 +121,16 @@ def _jobs(files, resolver: ConfigResolver, o: CheckOptions):
     from trainlint.engine import Job
 
     out = []
+    options: Dict[int, Dict[str, Dict[str, object]]] = {}  # one options dict per Settings (the cache key reads it)
     for path in files:
         s = resolver.for_path(path)
+        if id(s) not in options:
+            options[id(s)] = s.rule_options()
         out.append(
             Job(
                 path=path,
                 codes=s.codes_for(path),
-                options=s.rule_options(),
+                options=options[id(s)],
                 fix=o.fix or o.diff,
                 write=o.fix and not o.diff,
                 unsafe=bool(s.unsafe_fixes),

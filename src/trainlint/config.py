@@ -40,6 +40,10 @@ TOP_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "p
             "unsafe-fixes", "respect-gitignore", "rules", "runtime", "cache-dir"}
 
 
+# (select, extend-select, ignore, universe) -> (selected codes, ignored codes): the same for every file
+_SELECTIONS: Dict[tuple, Tuple[List[str], frozenset]] = {}
+
+
 class ConfigError(Exception):
     pass
 
@@ -66,11 +70,19 @@ class Settings:
 
     def codes_for(self, filename: str, universe: Optional[List[str]] = None) -> List[str]:
         universe = universe or STATIC_CODES
-        selected = expand_selectors(self.select if self.select is not None else ["TL0"], universe)
-        for c in expand_selectors(self.extend_select, universe):
-            if c not in selected:
-                selected.append(c)
-        ignored = set(expand_selectors(self.ignore, universe))
+        key = (tuple(self.select) if self.select is not None else None, tuple(self.extend_select),
+               tuple(self.ignore), tuple(universe))
+        cached = _SELECTIONS.get(key)
+        if cached is None:
+            selected = expand_selectors(self.select if self.select is not None else ["TL0"], universe)
+            for c in expand_selectors(self.extend_select, universe):
+                if c not in selected:
+                    selected.append(c)
+            cached = _SELECTIONS[key] = (selected, frozenset(expand_selectors(self.ignore, universe)))
+        selected, ignored = cached
+        if not self.per_file_ignores:
+            return [c for c in selected if c not in ignored]
+        ignored = set(ignored)
         rel = _relpath(filename, self.root)
         for pattern, codes in self.per_file_ignores.items():
             if match_path(pattern, rel):
