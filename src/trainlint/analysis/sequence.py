@@ -21,7 +21,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 import libcst as cst
 
 from trainlint.analysis.index import ModuleIndex, bound_arguments
-from trainlint.analysis.walk import children
+from trainlint.analysis.walk import calls_in_evaluation_order
 
 MAX_DEPTH = 3
 MAX_SITES = 5000
@@ -137,7 +137,7 @@ class Sequences:
     def _expr(self, expr, st: "_State", top) -> None:
         if expr is None:
             return
-        for call in _calls_in_order(expr):
+        for call in calls_in_evaluation_order(expr):
             via = call if st.depth == 0 else st.via
             st.add(Site(call, st.tags, top, st.depth, st.loops, st.renames, st.scope, via))
             found = self._resolve(call, st.scope, st.klass)
@@ -223,26 +223,6 @@ class _State:
     def index_self(fn: cst.FunctionDef) -> bool:
         params = [*fn.params.posonly_params, *fn.params.params]
         return bool(params) and params[0].name.value == "self"
-
-
-def _calls_in_order(expr) -> List[cst.Call]:
-    """Calls in evaluation order (arguments and receivers first); lambdas and defs are not entered."""
-    out: List[cst.Call] = []
-    if isinstance(expr, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
-        return out
-    stack = [(expr, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            out.append(node)
-            continue
-        if isinstance(node, cst.Call):
-            stack.append((node, True))
-        if isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
-            continue
-        for k in reversed(children(node)):
-            stack.append((k, False))
-    return out
 
 
 def sequences(index: ModuleIndex) -> Sequences:

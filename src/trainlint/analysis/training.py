@@ -31,6 +31,7 @@ import libcst as cst
 
 from trainlint.analysis.index import ModuleIndex, Scope, bound_arguments, method_name, receiver
 from trainlint.analysis.optim import grad_attribute_clear, is_backward_call, is_grad_scaler, is_optimizer
+from trainlint.analysis.walk import calls_in_evaluation_order
 
 MAX_PATHS = 400
 MAX_DEPTH = 4
@@ -331,8 +332,7 @@ class TrainingAnalysis:
         """Paths through the calls of one expression, arguments before the call that takes them."""
         if expr is None:
             return EMPTY
-        calls: List[cst.Call] = []
-        _calls_postorder(expr, calls)
+        calls = calls_in_evaluation_order(expr)
         acc = EMPTY
         for call in calls:
             acc = _seq(acc, self._call(call, ctx, line))
@@ -489,27 +489,6 @@ def _has_foreign_base(klass: cst.ClassDef) -> bool:
         if name not in ("Module", "object", "ABC", "nn.Module"):
             return True
     return False
-
-
-def _calls_postorder(expr, out: List[cst.Call]) -> None:
-    """Calls in evaluation order: arguments (and receivers) before the call; no lambdas' bodies."""
-    from trainlint.analysis.walk import children
-
-    if isinstance(expr, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
-        return
-    stack = [(expr, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            out.append(node)
-            continue
-        if isinstance(node, cst.Call):
-            stack.append((node, True))
-        if isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
-            continue
-        kids = list(children(node))
-        for k in reversed(kids):
-            stack.append((k, False))
 
 
 def training_analysis(index: ModuleIndex) -> TrainingAnalysis:

@@ -104,3 +104,24 @@ def walk(root: cst.CSTNode) -> Iterator[Tuple[cst.CSTNode, Optional[cst.CSTNode]
         if kids:
             kids.reverse()
             push((k, node) for k in kids)
+
+
+def calls_in_evaluation_order(expr: cst.CSTNode) -> List[cst.Call]:
+    """The calls in `expr` in evaluation order: arguments and receivers before the call that takes them;
+    the bodies of lambdas, functions and classes are not entered."""
+    out: List[cst.Call] = []
+    if isinstance(expr, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
+        return out
+    stack = [(expr, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            out.append(node)
+            continue
+        if isinstance(node, cst.Call):
+            stack.append((node, True))
+        if isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
+            continue
+        for k in reversed(children(node)):
+            stack.append((k, False))
+    return out
