@@ -348,6 +348,12 @@ def run_jobs(jobs: List[Job], workers: int = 0, progress=None) -> List[LintResul
         return out
     from concurrent.futures import ProcessPoolExecutor
 
+    # Import the rules (and LibCST) once, here: workers forked from this process start with them
+    # (Linux), instead of each paying the imports again.
+    from trainlint.analysis import gate  # noqa: F401
+    from trainlint.rules import load
+
+    load(sorted({c for j in jobs for c in j.codes}))
     chunk = max(1, min(16, len(jobs) // (n * 8)))
     results: List[LintResult] = []
     try:

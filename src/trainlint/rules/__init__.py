@@ -3,6 +3,7 @@
 A rule reads facts from `ctx.index` (and the analyses in `trainlint.analysis`) and calls
 `ctx.report(...)`. PREFILTER is a tuple of groups (a tuple of substrings, any of which must occur, or a
 compiled regular expression that must match): the rule can only fire on a file matching every group.
+Groups are tried in order: cheap words first, then a regular expression only on the files that have them.
 A rule whose words depend on its options also defines `prefilter(text, options) -> bool`. A file that no
 selected rule can match is not even parsed.
 

@@ -28,7 +28,8 @@ from trainlint.analysis.gate import ModuleFacts
 
 CODE = "TL012"
 # a dropout call or construction (or SDPA), in a file with a class
-PREFILTER = (re.compile(r"[Dd]ropout\w*\s*\(|scaled_dot_product_attention|import[^\n]*[Dd]ropout"), ("class ",))
+PREFILTER = (("ropout", "scaled_dot_product_attention"), ("class ",),
+             re.compile(r"[Dd]ropout\w*\s*\(|scaled_dot_product_attention|import[^\n]*[Dd]ropout"))
 
 # functional dropouts: name -> position of `p` (training is the next positional argument)
 FUNCTIONAL = {"dropout": 1, "dropout1d": 1, "dropout2d": 1, "dropout3d": 1, "alpha_dropout": 1,

@@ -29,7 +29,8 @@ from trainlint.analysis.optim import BACKWARD_METHODS
 
 CODE = "TL013"
 # a backward *call* (not `def backward(ctx, ...)`) and something that accumulates
-PREFILTER = (re.compile(r"(\.|manual_)backward\s*\(|autograd import"), ("+=", "append", "extend", " + "))
+PREFILTER = (("backward", "autograd import"), re.compile(r"(\.|manual_)backward\s*\(|autograd import"),
+             ("+=", "append", "extend", " + "))
 
 _LIST_METHODS = ("append", "extend", "insert")
 
