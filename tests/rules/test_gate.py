@@ -112,3 +112,29 @@ def test_a_broken_gate_keeps_its_rule(monkeypatch):
     monkeypatch.setattr(rule, "gate", broken)
     assert _gated("import torch\n", ["TL005"]) == ([], True)  # the prefilter ("Adam") still applies
     assert _gated("import torch\nopt = torch.optim.SGD(m)  # not Adam\n", ["TL005"])[0] == ["TL005"]
+
+
+def test_tl012_gate_reads_where_dropout_is_called():
+    functional = "import torch.nn.functional as F\nclass M(nn.Module):\n    def forward(self, x):\n{}"
+    assert _gated(functional.format("        return F.dropout(x, 0.1)\n"), ["TL012"])[0] == ["TL012"]
+    nested = "        def inner(y):\n            return F.dropout(y, 0.1)\n        return inner(x)\n"
+    assert _gated(functional.format(nested), ["TL012"])[0] == ["TL012"]  # a def nested in the method
+    built_in_init = "import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n        self.d = nn.Dropout(0.1)\n"
+    assert _gated(built_in_init, ["TL012"])[0] == []
+    assert _gated("import torch.nn.functional as F\ny = F.dropout(x, 0.1)\nclass A: pass\n", ["TL012"])[0] == []
+
+
+def test_tl017_gate_needs_a_forward_call_on_a_model_value():
+    assert _gated("class A(B):\n    def f(self, x):\n        return self.forward(x) + B.forward(self, x)\n", ["TL017"])[0] == []
+    assert _gated("y = model.forward(x)\n", ["TL017"])[0] == ["TL017"]
+    assert _gated("y = model.forward(x)\n", ["TL017"], filename="tests/test_model.py")[0] == []
+
+
+def test_tl010_gate_reads_literal_kernels_and_strides():
+    head = "import torch.nn as nn\nimport torch.nn.functional as F\n"
+    assert _gated(head + "p = nn.MaxPool2d(3, stride=2)\nq = nn.MaxPool2d(2)\n", ["TL010"])[0] == []
+    assert _gated(head + "p = nn.MaxPool2d(2, stride=3)\n", ["TL010"])[0] == ["TL010"]
+    assert _gated(head + "p = nn.AvgPool2d((2, 2), (3, 3))\n", ["TL010"])[0] == ["TL010"]
+    assert _gated(head + "S = 4\ny = F.max_pool2d(x, kernel_size=2, stride=S)\n", ["TL010"])[0] == ["TL010"]
+    # `max_pool2d` is also TensorFlow's (ksize, strides): both signatures are read
+    assert _gated("import tensorflow as tf\ny = tf.nn.max_pool2d(x, 2, 3, 'SAME')\n", ["TL010"])[0] == ["TL010"]

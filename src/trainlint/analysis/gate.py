@@ -43,6 +43,8 @@ class ModuleFacts:
     - `divisions`: (numerator, denominator, augmented, scope) of each `a / b` and `a /= b`.
     - `loop_calls`: for each `for`/`while` loop, the names called in it (nested loops included).
     - `call_nodes[name]`: the calls of each called name (the attribute or the name, as in `calls`).
+    - `call_owners[name]`: where those calls are: (the enclosing function's name, whether it is a method
+      of a class); ("", False) at module level.
     - `loop_iterables`: the names and attributes in what `for` loops iterate over.
     - `functions`: the names of the functions and methods defined.
     - `bases`: the base-class names (last part) of every class defined.
@@ -53,7 +55,7 @@ class ModuleFacts:
     to an `x` attribute, and a parameter to the arguments of every call of its function by name.
     """
 
-    __slots__ = ("calls", "names", "strings", "divisions", "loop_calls", "functions", "bases", "aliases", "loop_iterables", "call_nodes",
+    __slots__ = ("calls", "names", "strings", "divisions", "loop_calls", "functions", "bases", "aliases", "loop_iterables", "call_nodes", "call_owners", "_owner",
                  "imported_modules", "filename", "_assigned", "_params", "_parent", "_scope_name", "_args", "_memo")
 
     def __init__(self, filename: str = "") -> None:
@@ -64,6 +66,8 @@ class ModuleFacts:
         self.loop_calls: List[Set[str]] = []
         self.functions: Set[str] = set()
         self.call_nodes: Dict[str, List[ast.Call]] = {}  # called name -> the calls
+        self.call_owners: Dict[str, Set[tuple]] = {}  # called name -> {(enclosing function, is a method)}
+        self._owner: Dict[int, tuple] = {0: ("", False)}  # scope -> (its function's name, is a method)
         self.loop_iterables: Set[str] = set()  # the names and attributes in the iterables of `for` loops
         self.bases: Set[str] = set()
         self.aliases: Dict[str, str] = {}  # local name -> imported name (its last part)
@@ -222,6 +226,7 @@ def _walk(f: ModuleFacts, tree: ast.AST) -> None:
                 for lc in loops:
                     lc.add(name)
                 f.call_nodes.setdefault(name, []).append(node)
+                f.call_owners.setdefault(name, set()).add(f._owner.get(scope, ("", False)))
                 passed = args_of.setdefault(name, [])
                 for a in node.args:
                     passed.append((a, scope))
@@ -273,12 +278,16 @@ def _walk(f: ModuleFacts, tree: ast.AST) -> None:
                     assigned.setdefault((inner, arg.arg), []).append((default, scope))
             if tp is Lambda:
                 f._scope_name[inner] = None
+                f._owner[inner] = f._owner.get(scope, ("", False))  # a lambda runs where it is written
                 push((node.body, loops, inner, None))
             else:
                 names.add(node.name)
                 f.functions.add(node.name)
                 # `Net(...)` passes its arguments to `__init__`
                 f._scope_name[inner] = klass if node.name == "__init__" and klass else node.name
+                outer = f._owner.get(scope, ("", False))
+                # a def in a class body is a method; a def nested in a method belongs to that method
+                f._owner[inner] = (node.name, True) if klass is not None else outer if outer[1] else (node.name, False)
                 for stmt in node.body:
                     push((stmt, loops, inner, None))
             for sub in a.defaults + [d for d in a.kw_defaults if d is not None] + getattr(node, "decorator_list", []):

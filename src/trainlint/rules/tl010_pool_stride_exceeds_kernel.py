@@ -13,6 +13,7 @@ subsampling and is left alone, as is a dilated max pooling (its windows have hol
 
 from __future__ import annotations
 
+import ast
 from typing import List, Optional
 
 import libcst as cst
@@ -40,8 +41,52 @@ _POOLS = set(_TORCH_MODULES) | set(_TORCH_FUNCS) | set(_KERAS_LAYERS) | set(_TF_
 
 
 def gate(facts: ModuleFacts, options) -> bool:
-    """A pooling layer or function is called."""
-    return facts.calls_any(_POOLS)
+    """A pooling layer or function is called with a stride, not both literals with stride <= kernel."""
+    for name in _POOLS & facts.calls:
+        for call in facts.call_nodes.get(name, ()):
+            if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+                continue  # the check skips unpacked arguments too
+            if any(_may_skip(call, *sig) for sig in _SIGNATURES_OF[name]):
+                return True
+    return False
+
+
+def _may_skip(call: ast.Call, k_kw: str, k_pos: int, s_kw: str, s_pos: int) -> bool:
+    stride = _ast_arg(call, s_kw, s_pos)
+    if stride is None:
+        return False  # the default stride is the kernel size
+    kernel = _ast_arg(call, k_kw, k_pos)
+    k, s = _ast_ints(kernel), _ast_ints(stride)
+    if kernel is None and k_kw in _KERAS_DEFAULT_KERNEL:
+        k = [_KERAS_DEFAULT_KERNEL[k_kw]]
+    if k is None or s is None:
+        return True  # names: the check follows them
+    k, s = (k * len(s) if len(k) == 1 else k), (s * len(k) if len(s) == 1 else s)
+    return any(sv > kv > 1 for kv, sv in zip(k, s))
+
+
+# name -> its signatures (`max_pool2d` is both torch's and TensorFlow's)
+_SIGNATURES_OF: dict = {}
+for _table in (_TORCH_MODULES, _TORCH_FUNCS, _KERAS_LAYERS, _TF_FUNCS):
+    for _name, _sig in _table.items():
+        _SIGNATURES_OF.setdefault(_name, []).append(_sig)
+
+
+def _ast_arg(call, keyword: str, position: int):
+    for k in call.keywords:
+        if k.arg == keyword:
+            return k.value
+    return call.args[position] if position < len(call.args) else None
+
+
+def _ast_ints(expr):
+    """A literal int, or a tuple/list of them, else None."""
+    if isinstance(expr, ast.Constant) and type(expr.value) is int:
+        return [expr.value]
+    if isinstance(expr, (ast.Tuple, ast.List)) and expr.elts and all(
+            isinstance(e, ast.Constant) and type(e.value) is int for e in expr.elts):
+        return [e.value for e in expr.elts]
+    return None
 
 
 def _signature(index, call: cst.Call):

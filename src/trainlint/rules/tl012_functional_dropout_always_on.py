@@ -35,13 +35,17 @@ PREFILTER = (("ropout", "scaled_dot_product_attention"), ("class ",),
 FUNCTIONAL = {"dropout": 1, "dropout1d": 1, "dropout2d": 1, "dropout3d": 1, "alpha_dropout": 1,
               "feature_alpha_dropout": 1}
 MODULE_DROPOUTS = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
-_DROPOUT_CALLS = frozenset(FUNCTIONAL) | MODULE_DROPOUTS | {"scaled_dot_product_attention"}
+_FUNCTIONAL_CALLS = frozenset(FUNCTIONAL) | {"scaled_dot_product_attention"}
 _FUNCTIONAL_PREFIXES = ("torch.nn.functional.", "F.", "nn.functional.")
 
 
 def gate(facts: ModuleFacts, options) -> bool:
-    """A dropout (functional or module) or scaled_dot_product_attention is called, and a class is defined."""
-    return bool(facts.bases) and facts.calls_any(_DROPOUT_CALLS)
+    """A functional dropout or scaled_dot_product_attention called in a method whose name does not say
+    training, or a dropout module built in a `forward`."""
+    for name in _FUNCTIONAL_CALLS:
+        if any(method and "train" not in fn.lower() for fn, method in facts.call_owners.get(name, ())):
+            return True
+    return any(fn == "forward" for name in MODULE_DROPOUTS for fn, _ in facts.call_owners.get(name, ()))
 
 
 

@@ -15,6 +15,7 @@ common, and only the submodule's own hooks are skipped. `super().forward(...)`, 
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 
@@ -34,8 +35,17 @@ _TEST_FILE = re.compile(r"(^|/)(tests?|testing)/|(^|/)test_[^/]*\.py$|_test\.py$
 
 
 def gate(facts: ModuleFacts, options) -> bool:
-    """`forward(...)` is called, outside a test file."""
-    return facts.calls_any(("forward",)) and not _TEST_FILE.search(facts.filename.replace(os.sep, "/"))
+    """`x.forward(...)` is called on a name or attribute other than `self`, `cls` or a class, outside a test
+    file."""
+    if _TEST_FILE.search(facts.filename.replace(os.sep, "/")):
+        return False
+    for call in facts.call_nodes.get("forward", ()):
+        recv = call.func.value if isinstance(call.func, ast.Attribute) else None
+        if isinstance(recv, ast.Name) and recv.id not in ("self", "cls") and not recv.id[:1].isupper():
+            return True
+        if isinstance(recv, ast.Attribute) and not recv.attr[:1].isupper():
+            return True
+    return False
 
 
 
