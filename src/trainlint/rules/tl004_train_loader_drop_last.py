@@ -27,14 +27,24 @@ from trainlint.analysis.training import training_analysis
 from trainlint.analysis.walk import walk
 from trainlint.context import RuleContext
 from trainlint.analysis.gate import ModuleFacts
+from trainlint.analysis.optim import BACKWARD_METHODS
 
 CODE = "TL004"
 PREFILTER = (("DataLoader",),)
 
 
 def gate(facts: ModuleFacts, options) -> bool:
-    """A DataLoader (or a `*Loader` class) is built."""
-    return "DataLoader" in facts.names or any(n.endswith("Loader") for n in facts.calls)
+    """A DataLoader (or a `*Loader` class) is built, and it may be a training loader: a loop of this module
+    runs backward(), or a loader is shuffled or named for training (a loader no loop iterates is judged by
+    those; see the check)."""
+    if not ("DataLoader" in facts.names or any(n.endswith("Loader") for n in facts.calls)):
+        return False
+    if facts.calls_any(BACKWARD_METHODS) or "shuffle" in facts.names or "shuffle" in facts.strings:
+        return True
+    if any("train" in n.lower() for n in facts.names):
+        return True
+    return any(len(call.args) > 2 for name in facts.calls if name.endswith("Loader")
+               for call in facts.call_nodes.get(name, ()))  # DataLoader(ds, 32, True): shuffled
 
 _EVAL = re.compile(r"val|test|eval|dev|infer|predict|calib", re.IGNORECASE)
 _TRAIN = re.compile(r"train", re.IGNORECASE)
