@@ -1,4 +1,5 @@
-"""The static rules. Each module `tlNNN_<name>.py` defines CODE, PREFILTER and `check(ctx)`.
+"""The static rules. Each module `tlNNN_<name>.py` defines CODE, PREFILTER, `gate(facts, options)` and
+`check(ctx)`.
 
 A rule reads facts from `ctx.index` (and the analyses in `trainlint.analysis`) and calls
 `ctx.report(...)`. PREFILTER is a tuple of groups (a tuple of substrings, any of which must occur, or a
@@ -6,6 +7,11 @@ compiled regular expression that must match): the rule can only fire on a file m
 Groups are tried in order: cheap words first, then a regular expression only on the files that have them.
 A rule whose words depend on its options also defines `prefilter(text, options) -> bool`. A file that no
 selected rule can match is not even parsed.
+
+`gate(facts, options) -> bool` is the rule's structural precondition, read from CPython's `ast`
+(`trainlint.analysis.gate.ModuleFacts`): what the check must find before it can report (a DataLoader
+call, a loop that runs backward()...). LibCST parses a file only for the rules whose gate holds. A gate
+must never be stricter than its check (see `analysis/gate.py`); a rule without one always passes.
 
 Rule modules are found by their file name (`tl006_amp_clip_before_unscale.py` is TL006), so adding a
 rule is adding its module, its `Code` in `trainlint.codes` and its page in `rules/`.
