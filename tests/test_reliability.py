@@ -1172,3 +1172,18 @@ def test_odd_file_names_fix_and_cli_runner(odd_tree, monkeypatch):
     for name in ODD_NAMES:
         with open(os.path.join(os.fsencode(odd_tree / "tree"), name), "rb") as fh:
             assert b"optimizer.zero_grad()" in fh.read()
+
+
+def test_parse_without_node_validation_builds_the_same_tree():
+    """engine.parse skips LibCST's per-node validation while the parser builds the tree: the tree must be
+    the one LibCST builds with it, and validation must be back on afterwards."""
+    import libcst
+
+    from trainlint import engine
+
+    for path in EXAMPLES + [os.path.join(REPO, "src", "trainlint", "engine.py")]:
+        text = open(path, encoding="utf-8").read()
+        fast = engine.parse(text)
+        assert fast.deep_equals(libcst.parse_module(text)) and fast.code == text
+    with pytest.raises(libcst.CSTValidationError):
+        libcst.Name("not a name")  # validation is back on
