@@ -88,6 +88,7 @@ class TreeRssSampler(threading.Thread):
         self.roots = set(roots)
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0  # proportional set size: pages shared by forked workers counted once
         self._stop_event = threading.Event()
         self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -114,12 +115,26 @@ class TreeRssSampler(threading.Thread):
             pid = int(name)
             children.setdefault(int(rest[1]), []).append(pid)
             rss[pid] = int(rest[21])
-        total, todo = 0, list(self.roots)
+        total, pss, todo = 0, 0, list(self.roots)
         while todo:
             pid = todo.pop()
             total += rss.get(pid, 0)
+            pss += self._pss(pid)
             todo.extend(children.get(pid, ()))
         self.peak = max(self.peak, total * self.page)
+        self.peak_pss = max(self.peak_pss, pss)
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        """Bytes of the process's proportional set size (Linux 4.14+), 0 if unreadable."""
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Pss:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
 
     def run(self) -> None:
         self.sample()
@@ -140,6 +155,7 @@ class Run:
     rss_tree_mb: Optional[float]  # summed over the process tree (sampled)
     rc: int
     load: Optional[float] = None  # 1-minute load average when the run ended
+    pss_tree_mb: Optional[float] = None  # proportional set size summed over the process tree (sampled)
 
 
 class CommandFailed(Exception):
@@ -191,6 +207,7 @@ def run_procs(cmds: Sequence[Sequence[str]], cwd: Optional[str] = None, ok_rc: S
             timer.cancel()
     wall = time.perf_counter() - t0
     tree = sampler.stop() / 2**20 if sampler else None
+    pss_tree = sampler.peak_pss / 2**20 if sampler and sampler.peak_pss else None
     if rss_files:  # GNU time's %M (KiB) replaces the inherited ru_maxrss
         rss = 0
         for rf in rss_files:
@@ -208,7 +225,7 @@ def run_procs(cmds: Sequence[Sequence[str]], cwd: Optional[str] = None, ok_rc: S
         if rc not in ok_rc:
             raise CommandFailed(f"{' '.join(map(str, c))} exited {rc}:\n{tail}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return Run(wall, cpu, rss / RSS_SCALE, tree, max(rcs, key=abs), load)
+    return Run(wall, cpu, rss / RSS_SCALE, tree, max(rcs, key=abs), load, pss_tree)
 
 
 @dataclass

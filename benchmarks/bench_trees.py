@@ -11,7 +11,9 @@ Measured, each `--runs` times (best and median reported; the ratio uses the best
 disturbed by other work on the machine):
   1. trainlint cold: `python -m trainlint --no-cache -q --exit-zero TREE` (all rules, both cores);
   2. Ruff cold: `ruff check --select ALL --no-cache --exit-zero -q TREE` (found on PATH, or --ruff);
-  3. peak memory of trainlint: the summed RSS of its process tree (pool workers included), sampled;
+  3. peak memory of trainlint, sampled every 0.1 s over its process tree (pool workers included): the
+     summed proportional set size (PSS: pages the forked workers share with their parent counted once),
+     the summed RSS (shared pages counted in every process), and the largest single process;
   4. warm (nothing changed) on `--warm TREE` (default: the first tree): a fresh cache filled once;
   5. one file, the pre-commit case: `trainlint --no-cache examples/train.py`, and a file no rule can
      fire on (this script itself), against `python -c pass`.
@@ -59,9 +61,11 @@ def summary(rs) -> Dict[str, float]:
     walls = [r.wall for r in rs]
     cpus = [r.cpu for r in rs]
     trees = [r.rss_tree_mb for r in rs if r.rss_tree_mb is not None]
+    pss = [r.pss_tree_mb for r in rs if r.pss_tree_mb is not None]
     loads = [r.load for r in rs if r.load is not None]
     return {"best_wall": min(walls), "median_wall": statistics.median(walls), "best_cpu": min(cpus),
             "peak_mb": max(trees) if trees else max(r.rss_max_mb for r in rs),
+            "peak_pss_mb": max(pss) if pss else None, "largest_process_mb": max(r.rss_max_mb for r in rs),
             "load": max(loads) if loads else None}
 
 
@@ -107,7 +111,8 @@ def main(argv=None) -> int:
                "ratio_cpu": tl["best_cpu"] / rf["best_cpu"] if rf else None}
         rows.append(row)
         print(f"{row['tree']}: {files} files; trainlint {tl['best_wall']:.2f} s (median {tl['median_wall']:.2f}, "
-              f"CPU {tl['best_cpu']:.1f} s, peak {tl['peak_mb']:.0f} MB)"
+              f"CPU {tl['best_cpu']:.1f} s, peak {tl['peak_mb']:.0f} MB RSS summed, {tl['peak_pss_mb'] or 0:.0f} MB "
+              f"PSS summed, {tl['largest_process_mb']:.0f} MB largest process)"
               + (f"; Ruff {rf['best_wall']:.2f} s (CPU {rf['best_cpu']:.1f} s); ratio {row['ratio_wall']:.1f}x wall, "
                  f"{row['ratio_cpu']:.1f}x CPU" if rf else "") + f"; load {tl['load']}", flush=True)
     warm_tree = args.warm or args.trees[0]
@@ -127,13 +132,15 @@ def main(argv=None) -> int:
     print(f"one file: examples/train.py {one['best_wall']:.3f} s (median {one['median_wall']:.3f}); a file no rule "
           f"can fire on {quiet['best_wall']:.3f} s; `python -c pass` {bare['best_wall']:.3f} s", flush=True)
     print()
-    print("| tree | .py files | trainlint s | Ruff s | ratio | trainlint CPU s | Ruff CPU s | trainlint peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| tree | .py files | trainlint s | Ruff s | ratio | trainlint CPU s | Ruff CPU s | trainlint peak MB "
+          "(all processes, PSS) | largest process MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rf = r["ruff"] or {}
         print(f"| {r['tree']} | {r['files']:,} | {r['trainlint']['best_wall']:.2f} | {rf.get('best_wall', 0):.2f} | "
               f"{(r['ratio_wall'] or 0):.1f}x | {r['trainlint']['best_cpu']:.1f} | {rf.get('best_cpu', 0):.1f} | "
-              f"{r['trainlint']['peak_mb']:.0f} |")
+              f"{r['trainlint']['peak_pss_mb'] or r['trainlint']['peak_mb']:.0f} | "
+              f"{r['trainlint']['largest_process_mb']:.0f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"info": info, "trees": rows, "warm": warm, "one_file": one, "no_rule_file": quiet,

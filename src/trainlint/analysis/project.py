@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # libcst is imported only when a module is parsed (a warm run
     import libcst as cst
 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
-MAX_PARSED = 48  # parsed modules kept in memory (least recently used go first)
+MAX_PARSED = 48  # parsed modules kept in memory (least recently used go first)...
+MAX_PARSED_LINES = 20_000  # ...and their lines (a LibCST tree costs ~15 KB a line: this bounds ~300 MB)
 MAX_HOPS = 4  # re-exports followed
 MAX_FILE_BYTES = 2_000_000  # larger files are not read for facts
 
@@ -82,6 +83,8 @@ class Project:
         self.root = root
         self.marked = any(os.path.exists(os.path.join(root, m)) for m in ROOT_MARKERS)
         self._indexes: "OrderedDict[str, object]" = OrderedDict()
+        self._lines: Dict[str, int] = {}  # lines of each kept index
+        self._kept_lines = 0
         self._digests: Dict[str, Optional[str]] = {}
         self._module_paths: Dict[Tuple[str, Tuple[str, ...], int], Optional[str]] = {}
         self._facts: Dict[Tuple[str, str, str], Tuple[object, Dict[str, str]]] = {}
@@ -163,8 +166,11 @@ class Project:
         else:
             idx = self._load(path)
             self._indexes[path] = idx
-            if len(self._indexes) > MAX_PARSED:
-                self._indexes.popitem(last=False)
+            self._lines[path] = idx.source.count("\n") if idx is not None else 0
+            self._kept_lines += self._lines[path]
+            while len(self._indexes) > 1 and (len(self._indexes) > MAX_PARSED or self._kept_lines > MAX_PARSED_LINES):
+                old, _ = self._indexes.popitem(last=False)
+                self._kept_lines -= self._lines.pop(old, 0)
         digest = self._digests.get(path)
         if digest is not None:
             self._used({path: digest})
