@@ -324,7 +324,10 @@ def _walk(f: ModuleFacts, tree: ast.AST) -> None:
                 _assign(assigned, node.optional_vars, node.context_expr, scope)
         elif tp is ast.NamedExpr:
             _assign(assigned, node.target, node.value, scope)
-        for field in tp._fields:
+        fields = _CHILD_FIELDS.get(tp)
+        if fields is None:
+            fields = _CHILD_FIELDS[tp] = tuple(f for f in tp._fields if f not in _NOT_CHILDREN)
+        for field in fields:
             value = getattr(node, field, None)
             if type(value) is list:
                 for item in value:
@@ -332,6 +335,13 @@ def _walk(f: ModuleFacts, tree: ast.AST) -> None:
                         push((item, loops, scope, klass))
             elif isinstance(value, AST):
                 push((value, loops, scope, klass))
+
+
+# Fields that never hold a node the facts need: load/store contexts and operator singletons (read
+# directly from their parent), and plain values.
+_NOT_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "name", "arg", "module", "level", "names",
+                           "type_comment", "kind", "conversion", "is_async", "asname"})
+_CHILD_FIELDS: Dict[type, tuple] = {}
 
 
 def _assign(assigned: Dict[tuple, List[tuple]], target: ast.AST, value: ast.AST, scope: int) -> None:
