@@ -40,21 +40,23 @@ OPTS = Settings().rule_options()
 # Text that contains every prefilter word, so that every rule parses and runs on the generated code.
 # The examples show every rule: as comments, their text passes every rule's prefilter.
 EXAMPLES = [os.path.join(REPO, "examples", name) for name in ("train.py", "more_training_bugs.py")]
-# Code that passes every rule's structural gate (analysis/gate.py): words in comments do not.
+# Code that passes every rule's structural gate (analysis/gate.py), so that LibCST parses the generated
+# programs and every rule runs on them (words in comments do not pass a gate), with no finding of its own.
 GATES = """\
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 class _M(torch.nn.Module):
     def forward(self, x, y, a, b, s, scaler, opt, loader, val_loader):
         for batch in loader:
-            loss = torch.nn.functional.cross_entropy(torch.log(torch.softmax(x, 1)), y)
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x, y) + torch.log(y + 1) + torch.softmax(x, 1).sum()
             scaler.scale(loss).backward()
             opt.step()
             self.eval()
-            total = loss
         r = (a + s) / (b + s) / x.size(0) / x.std()
-        torch.optim.Adam(self.parameters()), torch.nn.MaxPool2d(1, 2), torch.nn.functional.dropout(x)
-        DataLoader(x), DistributedSampler(x), torch.autograd.set_detect_anomaly(True), self.m.forward(x)
+        torch.optim.Adam(self.parameters()), torch.nn.MaxPool2d(2, stride=s)
+        torch.nn.functional.dropout(x, training=self.training)
+        DataLoader(x), DistributedSampler(x), torch.autograd.set_detect_anomaly(False), self.m.forward(x)
         with torch.no_grad():
             for b in val_loader:
                 pass
@@ -146,6 +148,8 @@ def test_prefilter_text_lets_every_rule_run():
     assert sorted(r.CODE for r in rules) == sorted(STATIC_CODES)
     gated, cpython = engine.gate_rules(PREFILTER, "train.py", rules, OPTS)
     assert cpython and sorted(r.CODE for r in gated) == sorted(STATIC_CODES)
+    result = engine.lint_text(PREFILTER, "train.py", STATIC_CODES, OPTS)
+    assert result.parsed and result.diagnostics == []  # the text adds no finding of its own
 
 
 # -- generated programs: hypothesmith --------------------------------------------------------------
