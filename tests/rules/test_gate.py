@@ -138,3 +138,10 @@ def test_tl010_gate_reads_literal_kernels_and_strides():
     assert _gated(head + "S = 4\ny = F.max_pool2d(x, kernel_size=2, stride=S)\n", ["TL010"])[0] == ["TL010"]
     # `max_pool2d` is also TensorFlow's (ksize, strides): both signatures are read
     assert _gated("import tensorflow as tf\ny = tf.nn.max_pool2d(x, 2, 3, 'SAME')\n", ["TL010"])[0] == ["TL010"]
+
+
+def test_tl003_gate_reads_literal_batch_sizes_from_the_loaders():
+    loader = "from torch.utils.data import DataLoader\nloader = DataLoader(ds, batch_size=32)\n"
+    assert _gated(loader + "loss = crit(out, y) / 32\n", ["TL003"])[0] == ["TL003"]
+    assert _gated(loader + "x = torch.arange(20) / 20\n", ["TL003"])[0] == []
+    assert _gated(loader + "m = data - mean[0] / std[0]\n", ["TL003"])[0] == []  # [0] of a list, not a shape

@@ -40,16 +40,22 @@ def gate(facts: ModuleFacts, options) -> bool:
     if facts.calls_any(("compile",)) and facts.imports_any(("tensorflow", "keras")):
         return True
     names = set(options.get("batch-size-names", ["batch_size", "bs", "bsz"]))
-    literal = facts.calls_any(("DataLoader",))
+    literal = set()  # the DataLoaders' literal batch sizes (`loader_batch_sizes`)
+    for call in facts.call_nodes.get("DataLoader", ()):
+        size = next((k.value for k in call.keywords if k.arg == "batch_size"), call.args[1] if len(call.args) > 1 else None)
+        if isinstance(size, ast.Constant) and isinstance(size.value, (int, float)) and size.value > 1:
+            literal.add(size.value)
 
     def batch_like(expr) -> bool:
         if isinstance(expr, ast.Call):
             return leaf(expr.func) in ("size", "len", "shape")
-        if isinstance(expr, ast.Subscript):
-            return isinstance(expr.slice, ast.Constant) and expr.slice.value == 0
+        if isinstance(expr, ast.Subscript):  # x.shape[0], x.size()[0], tf.shape(x)[0]
+            base = expr.value
+            return isinstance(expr.slice, ast.Constant) and expr.slice.value == 0 and (
+                leaf(base) == "shape" or isinstance(base, ast.Call) and leaf(base.func) in ("size", "shape"))
         if isinstance(expr, (ast.Name, ast.Attribute)):
             return leaf(expr) in names or leaf(expr) == "shape"  # `n, c, h, w = x.shape`
-        return literal and isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float))
+        return isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float)) and expr.value in literal
 
     return any(facts.may_be(den, batch_like, scope) for _, den, _, scope in facts.divisions)
 
