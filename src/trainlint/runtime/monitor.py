@@ -606,8 +606,8 @@ class Monitor:
             self.detach()
 
     def diagnostics(self) -> List[Any]:
-        """The findings so far; once the run is over (detached), in a torchrun run: on rank 0 every rank's findings merged
-        (each naming its rank), on the other ranks their own (also sent to rank 0)."""
+        """The findings so far. Once the run is over (detached), in a torchrun run: on rank 0 every rank's
+        findings merged (each naming its rank), on the other ranks their own (also sent to rank 0)."""
         if not self.closed:
             try:
                 self.flush()
