@@ -156,6 +156,8 @@ def check(ctx: RuleContext) -> None:
             stride = stride * len(kernel)
         if len(kernel) != len(stride):
             continue
+        # A window of 1 is a strided slice written as a pooling, always on purpose in real code (FPN's P6,
+        # NASNet's factorized reduction, EfficientFormerV2): silent, see the rule page.
         skipped = [(k, s) for k, s in zip(kernel, stride) if s > k > 1]
         if not skipped:
             continue

@@ -12,17 +12,26 @@ modified in place (zeroed, clipped, scaled; which of these only the flushed norm
 from __future__ import annotations
 
 from functools import partial
-from operator import is_, is_not
+from operator import attrgetter, is_, is_not
 from typing import Any, Dict, List, Tuple
 
 SAMPLE = 4  # parameters watched per optimizer
 
 
 _is_none = partial(is_, None)
+_grad = attrgetter("grad")
+_fast_version = attrgetter("_version")
 
 
 def _version(g: Any) -> int:
     return g._version if g is not None else -1
+
+
+def _versions(grads: List[Any]) -> List[int]:
+    try:
+        return list(map(_fast_version, grads))  # every sampled parameter has a gradient: the usual case
+    except AttributeError:
+        return list(map(_version, grads))
 
 
 class _Track:
@@ -42,18 +51,18 @@ class _Track:
         return bool(self.grads)
 
     def take(self) -> None:
-        grads = [p.grad for p in self.sample]
+        grads = list(map(_grad, self.sample))
         # nothing to watch when none of the sampled parameters has a gradient
         if all(map(_is_none, grads)):
             self.grads, self.versions = [], []
         else:
-            self.grads, self.versions = grads, list(map(_version, grads))
+            self.grads, self.versions = grads, _versions(grads)
 
     def changed(self, identity_only: bool = False) -> bool:
-        grads = [p.grad for p in self.sample]
+        grads = list(map(_grad, self.sample))
         if any(map(is_not, grads, self.grads)):
             return True
-        return not identity_only and list(map(_version, grads)) != self.versions
+        return not identity_only and _versions(grads) != self.versions
 
 
 def _sample(opt) -> List[Any]:
@@ -96,17 +105,17 @@ class GradTracker:
         t = self.tracks.get(st)
         if t is None or not t.grads:
             return False, ""
-        grads = [p.grad for p in t.sample]
+        grads = list(map(_grad, t.sample))
         if any(map(is_not, grads, t.grads)):
             return t.dirty, "replaced"
-        return t.dirty, ("modified" if list(map(_version, grads)) != t.versions else "")
+        return t.dirty, ("modified" if _versions(grads) != t.versions else "")
 
     def post_step(self, st) -> None:
         t = self.tracks.get(st)
         if t is None:
             t = self.tracks[st] = _Track()
         sample = t.sample
-        if not sample or all(map(_is_none, [p.grad for p in sample])):
+        if not sample or all(map(_is_none, map(_grad, sample))):
             o = st.opt
             t.sample = _sample(o) if o is not None else []
         t.take()

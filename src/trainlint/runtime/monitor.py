@@ -448,8 +448,8 @@ class Monitor:
                 self.names.build()  # the model is known by now; name it while it is alive
             if self.step % self.every == 0:
                 self.flush()
-                if self.ranks.rank is None:
-                    self.ranks.probe()  # a torchrun worker? (known by rank 0 for the merged report)
+            if self.ranks.rank is None and (self.step == 1 or self.step % self.every == 0):
+                self.ranks.probe()  # a torchrun worker? (the process group may come later; once known, kept)
             if self.step <= 2 or self.sources.forward_installed:
                 self._update_forward_hook()
 
@@ -606,8 +606,8 @@ class Monitor:
             self.detach()
 
     def diagnostics(self) -> List[Any]:
-        """The findings so far; once closed, in a torchrun run: on rank 0 every rank's findings merged
-        (each naming its rank), on the other ranks their own (also sent to rank 0)."""
+        """The findings so far. Once the run is over (detached), in a torchrun run: on rank 0 every rank's
+        findings merged (each naming its rank), on the other ranks their own (also sent to rank 0)."""
         if not self.closed:
             try:
                 self.flush()
@@ -617,12 +617,13 @@ class Monitor:
             return list(self._merged)
         ranks = self.ranks
         others = None
-        if self.closed and ranks.active and ranks.rank == 0:
+        final = self.ended is not None  # detached: the run is over (not a monitor stopped by its own error)
+        if final and ranks.active and ranks.rank == 0:
             # first the other ranks' findings: they come once those ranks finished, so every checksum
             # TL114 compares is in the store by then
             others = ranks.gather_findings(float(self.settings["rank-wait"]))
         out = self._own_diagnostics()
-        if self.closed and ranks.active:
+        if final and ranks.active:
             if ranks.rank == 0:
                 out = merge(out, 0, others or {})
             else:

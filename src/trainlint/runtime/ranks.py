@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import timedelta
 from typing import Any, Dict, List, Optional, Tuple
 
 _SESSIONS = [0]  # monitors started in this process: the same count on every rank running the same code

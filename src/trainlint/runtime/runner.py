@@ -320,7 +320,7 @@ def _finish(monitor, status: int, output_format: str, report: Optional[str], qui
         else:
             line = f"All checks passed! (runtime checks, {seen} watched)\n"
         if output_file and not nothing:
-            line = line.rstrip("\n") + f"; findings written to {output_file}\n"
+            line = line.rstrip("\n").rstrip(".") + f"; findings written to {output_file}\n"
         summary_stream.write(line)
         summary_stream.flush()
     if monitor.errors:
