@@ -20,8 +20,9 @@ module), with a config that excludes nothing:
 "parsed" counts the files that the prefilter let through and that LibCST parsed. Every run is checked
 for a traceback in its output and for an exit status other than 0, 1 or 2 (a crash).
 With --timing, every file is also linted in this process, one at a time, to list the slowest files.
-With --force-parse, a comment holding every rule's prefilter words is appended to each copy, so that
-every file is parsed and every rule runs on it (the prefilter otherwise skips most files unparsed).
+With --force-parse, a comment holding every rule's prefilter words is appended to each copy and the
+structural gate is off (TRAINLINT_NO_GATE=1), so that every file is parsed and every rule runs on it (the
+prefilter and the gate otherwise skip most files unparsed).
 
 Exit status: 0 when every must-be-zero count is zero, 1 otherwise.
 """
@@ -207,6 +208,7 @@ def check(targets: List[str], work: str, jobs: int = 0, timeout: int = 7200, lim
             with open(dest, "rb") as fh:
                 originals[dest] = fh.read()
             if force_parse:
+                os.environ["TRAINLINT_NO_GATE"] = "1"  # inherited by every trainlint run below
                 originals[dest] = _force(originals[dest])
                 with open(dest, "wb") as fh:
                     fh.write(originals[dest])
@@ -379,7 +381,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=7200, help="seconds per trainlint run")
     ap.add_argument("--timing", action="store_true", help="also time every file, list the slowest")
     ap.add_argument("--force-parse", action="store_true",
-                    help="append a comment with every prefilter word to each copy: parse every file, run every rule")
+                    help="append a comment with every prefilter word to each copy and turn the structural gate "
+                         "off: parse every file, run every rule")
     a = ap.parse_args(argv)
     targets = a.targets or DEFAULT_TARGETS + [
         t for t in OPTIONAL_TARGETS if importlib.util.find_spec(t) is not None
