@@ -55,6 +55,17 @@ class Losses:
         """'mean' for a value averaged over the whole batch, 'sum' for a batch sum, else None."""
         if depth > _MAX_DEPTH or self._depth > 4:
             return None
+        # Memoised per module: a name rebound many times (`latents = latents * s` in a pipeline) fans out
+        # at every level, which made this exponential (20 s on one diffusers file).
+        memo = self.index.cached("losses.reduction", dict)
+        key = (id(expr), id(self.scope), self._depth, depth, tuple(sorted(self.batch_size_names)))
+        if key in memo:
+            return memo[key]
+        memo[key] = None
+        memo[key] = result = self._reduction(expr, depth)
+        return result
+
+    def _reduction(self, expr: cst.BaseExpression, depth: int) -> Optional[str]:
         idx = self.index
         if isinstance(expr, (cst.Name, cst.Attribute)):
             v, sc = idx.resolve(expr, self.scope)
