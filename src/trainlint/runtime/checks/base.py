@@ -24,7 +24,7 @@ and gets them in `self.others` before `diagnostics()` is called.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from trainlint.codes import CODES
 from trainlint.diagnostics import Diagnostic, Location
@@ -136,3 +136,37 @@ def median(values) -> float:
         return math.nan
     mid = n // 2
     return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+class SustainedFraction:
+    """A fraction looked at again and again (dead units, saturated outputs): found when it is at least
+    `fraction` in `needed` looks in a row, having been below it at the first look. `found` is the look
+    the run started at (step, epoch, value), `found_len` that run's length so far, `peak` its highest;
+    `looks` counts the looks."""
+
+    __slots__ = ("first", "run", "run_start", "found", "found_len", "peak", "looks")
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.first: Optional[float] = None
+        self.run = 0
+        self.run_start: Optional[Tuple[int, Optional[int], float]] = None
+        self.found: Optional[Tuple[int, Optional[int], float]] = None
+        self.found_len = 0
+        self.peak = 0.0
+
+    def observe(self, step: int, epoch: Optional[int], v: float, fraction: float, needed: int) -> None:
+        self.looks += 1
+        if self.first is None:
+            self.first = v
+        if v >= fraction and self.first < fraction:
+            if self.run == 0:
+                self.run_start = (step, epoch, v)
+            self.run += 1
+            self.peak = max(self.peak, v)
+            if self.found is None and self.run >= needed:
+                self.found = self.run_start
+            if self.found is not None and self.found is self.run_start:
+                self.found_len = self.run
+        else:
+            self.run = 0

@@ -15,26 +15,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from trainlint.runtime.checks.base import Check, fmt, when
+from trainlint.runtime.checks.base import Check, SustainedFraction, fmt, when
 
 
-class _State:
-    __slots__ = ("ref", "name", "cls", "last_step", "first", "run", "run_start", "found", "found_len",
-                 "peak", "units", "checks")
+class _State(SustainedFraction):
+    __slots__ = ("ref", "name", "cls", "last_step", "units")
 
     def __init__(self, module) -> None:
+        super().__init__()
         self.ref = weakref.ref(module)
         self.name = ""
         self.cls = type(module).__name__
         self.last_step = -1
-        self.first: Optional[float] = None
-        self.run = 0
-        self.run_start: Optional[Tuple[int, Optional[int], float]] = None
-        self.found: Optional[Tuple[int, Optional[int], float]] = None
-        self.found_len = 0
-        self.peak = 0.0
         self.units = 0
-        self.checks = 0
 
 
 class DeadRelu(Check):
@@ -82,20 +75,7 @@ class DeadRelu(Check):
         counts = torch.stack([a.reshape(()) for _, _, _, (a, _) in pending]).cpu().tolist()
         values = [1.0 - c / units for c, (_, _, _, (_, units)) in zip(counts, pending)]
         for (s, step, epoch, _), v in zip(pending, values):
-            s.checks += 1
-            if s.first is None:
-                s.first = v
-            if v >= self.fraction and s.first < self.fraction:
-                if s.run == 0:
-                    s.run_start = (step, epoch, v)
-                s.run += 1
-                s.peak = max(s.peak, v)
-                if s.found is None and s.run >= self.needed:
-                    s.found = s.run_start
-                if s.found is not None and s.found is s.run_start:
-                    s.found_len = s.run
-            else:
-                s.run = 0
+            s.observe(step, epoch, v, self.fraction, self.needed)
 
     def finish(self) -> None:
         self.on_flush()

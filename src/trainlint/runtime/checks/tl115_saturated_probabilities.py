@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from trainlint.runtime.checks.base import Check, fmt, when
+from trainlint.runtime.checks.base import Check, SustainedFraction, fmt, when
 from trainlint.runtime.sites import Site
 
 _LIMITS: Dict[Any, float] = {}
@@ -36,23 +36,16 @@ def limit(dtype: Any) -> float:
     return t
 
 
-class _State:
-    __slots__ = ("site", "kind", "dtype", "last_step", "first", "run", "run_start", "found", "found_len",
-                 "peak", "looks", "shape")
+class _State(SustainedFraction):
+    __slots__ = ("site", "kind", "dtype", "last_step", "shape")
 
     def __init__(self, site: Site, kind: str) -> None:
+        super().__init__()
         self.site = site
         self.kind = kind
         self.dtype = ""
         self.shape: Tuple[int, ...] = ()
         self.last_step = -1
-        self.first: Optional[float] = None
-        self.run = 0
-        self.run_start: Optional[Tuple[int, Optional[int], float]] = None
-        self.found: Optional[Tuple[int, Optional[int], float]] = None
-        self.found_len = 0
-        self.peak = 0.0
-        self.looks = 0
 
 
 class SaturatedProbabilities(Check):
@@ -99,20 +92,7 @@ class SaturatedProbabilities(Check):
             return
         values = torch.stack([v.reshape(()).float().cpu() for _, _, _, v in pending]).tolist()
         for (s, step, epoch, _), v in zip(pending, values):
-            s.looks += 1
-            if s.first is None:
-                s.first = v
-            if v >= self.fraction and s.first < self.fraction:
-                if s.run == 0:
-                    s.run_start = (step, epoch, v)
-                s.run += 1
-                s.peak = max(s.peak, v)
-                if s.found is None and s.run >= self.needed:
-                    s.found = s.run_start
-                if s.found is not None and s.found is s.run_start:
-                    s.found_len = s.run
-            else:
-                s.run = 0
+            s.observe(step, epoch, v, self.fraction, self.needed)
 
     def finish(self) -> None:
         self.on_flush()
