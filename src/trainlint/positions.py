@@ -80,13 +80,8 @@ try:  # private API: checked at import, with a public fallback
         def record_syntactic_position(self, node, *, start_node=None, end_node=None):
             return _NO_RECORD
 
-        def add_token(self, value: str) -> None:
-            if "\n" not in value and "\r" not in value:
-                self.column += len(value)
-                return
-            segments = NEWLINE_RE.split(value)
-            self.line += len(segments) - 1
-            self.column = len(segments[-1])
+        # a token only moves the line and column (no token list is kept)
+        add_token = _FastState._update_position
 
         def after_codegen(self, node) -> None:  # replaced per instance by a builtin (see _scan)
             pass

@@ -47,7 +47,6 @@ class ModuleFacts:
       of a class); ("", False) at module level.
     - `loop_iterables`: the names and attributes in what `for` loops iterate over.
     - `functions`: the names of the functions and methods defined.
-    - `bases`: the base-class names (last part) of every class defined.
     - `filename`: the path linted.
 
     Scopes are numbers: 0 is the module, each function (or lambda) gets its own. `may_be` follows a name
@@ -55,7 +54,7 @@ class ModuleFacts:
     to an `x` attribute, and a parameter to the arguments of every call of its function by name.
     """
 
-    __slots__ = ("calls", "names", "strings", "divisions", "loop_calls", "functions", "bases", "aliases", "loop_iterables", "call_nodes", "call_owners", "_owner",
+    __slots__ = ("calls", "names", "strings", "divisions", "loop_calls", "functions", "aliases", "loop_iterables", "call_nodes", "call_owners", "_owner",
                  "imported_modules", "filename", "_assigned", "_params", "_parent", "_scope_name", "_args", "_memo")
 
     def __init__(self, filename: str = "") -> None:
@@ -69,7 +68,6 @@ class ModuleFacts:
         self.call_owners: Dict[str, Set[tuple]] = {}  # called name -> {(enclosing function, is a method)}
         self._owner: Dict[int, tuple] = {0: ("", False)}  # scope -> (its function's name, is a method)
         self.loop_iterables: Set[str] = set()  # the names and attributes in the iterables of `for` loops
-        self.bases: Set[str] = set()
         self.aliases: Dict[str, str] = {}  # local name -> imported name (its last part)
         self.imported_modules: Set[str] = set()  # top-level package of every absolute import
         self.filename = filename
@@ -295,10 +293,6 @@ def _walk(f: ModuleFacts, tree: ast.AST) -> None:
             continue
         elif tp is ClassDef:
             names.add(node.name)
-            for b in node.bases:
-                n = leaf(b)
-                if n is not None:
-                    f.bases.add(n)
             for sub in node.bases + node.keywords + node.decorator_list:
                 push((sub, loops, scope, klass))
             for stmt in node.body:
