@@ -778,6 +778,67 @@ def ranks_ddp():
     return _ranks_run(ddp=True)
 
 
+class _ScriptedClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _classifier()
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.net(x), y)
+
+
+def scripted_loss(steps: int = 40, seed: int = 0):
+    """Healthy: a TorchScript module computing its own cross-entropy (`torch.jit.script` under watch)."""
+    torch.manual_seed(seed)
+    loader = DataLoader(_blobs(n=512, seed=seed), batch_size=32, shuffle=True)
+    model = torch.jit.script(_ScriptedClassifier())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = model(xb, yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+class SelfClearingSGD(torch.optim.SGD):
+    """An optimizer that clears its gradients at the end of step() (in place or to None), as some
+    framework optimizers do: the loop needs no zero_grad()."""
+
+    def __init__(self, params, set_to_none: bool, **kw):
+        super().__init__(params, **kw)
+        self.clear_to_none = set_to_none
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.zero_grad(set_to_none=self.clear_to_none)
+        return out
+
+
+def optimizer_clears_in_step(steps: int = 30, set_to_none: bool = False):
+    """Healthy: no zero_grad() in the loop because the optimizer's own step() clears the gradients."""
+    torch.manual_seed(0)
+    loader = DataLoader(_regression_data(), batch_size=100, shuffle=True)
+    model = _mlp()
+    opt = SelfClearingSGD(model.parameters(), set_to_none, lr=0.05)
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
 # ---------------------------------------------------------------- for the CLI tests
 def fail_after_no_zero_grad():
     no_zero_grad(steps=5)

@@ -48,6 +48,9 @@ HEALTHY = [
     (S.lbfgs, {}),
     (S.bf16_adam, {}),
     (S.bn_cnn, {}),  # BatchNorm on batches of 16
+    (S.scripted_loss, {}),  # torch.jit.script of a module calling F.cross_entropy
+    (S.optimizer_clears_in_step, {"set_to_none": False}),  # step() zeroes the gradients in place
+    (S.optimizer_clears_in_step, {"set_to_none": True}),  # step() sets them to None
 ]
 
 
@@ -305,3 +308,43 @@ def test_tl111_on_an_accelerator_checks_every_batch_on_the_device():
         S.dirty_data(epochs=1, bad_row=437)
     d = only(w.findings, "TL111")
     assert d.runtime["evidence"]["batch"] == 6 and d.runtime["evidence"]["batches_with_non_finite"] == 1
+
+
+# ------------------------------------------------------------------ the patches stay out of TorchScript's way
+def test_torch_jit_script_compiles_under_watch_and_the_wrappers_come_back():
+    import torch.nn.functional as F
+
+    with watch(config=False) as w:
+        wrapped = F.cross_entropy
+        S.scripted_loss(steps=5)
+        assert F.cross_entropy is wrapped  # the originals were put back only while compiling
+    assert F.cross_entropy is not wrapped and torch.jit.script.__module__.startswith("torch")
+    assert w.monitor.errors == []
+
+
+def test_a_step_that_calls_super_step_is_one_step_and_a_step_that_raised_does_not_stick():
+    S.optimizer_clears_in_step(steps=2)  # torch patches SGD.step too once an SGD exists
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+    class Flaky(torch.optim.SGD):
+        fail = True
+
+        def step(self, closure=None):
+            if Flaky.fail:
+                Flaky.fail = False
+                raise RuntimeError("a step that raised")
+            return super().step(closure)
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.ones(3))
+    with watch(config=False) as mon:
+        opt = Flaky([w], lr=0.1)
+        for i in range(6):
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+            try:
+                opt.step()
+            except RuntimeError:
+                pass
+    assert mon.monitor.step == 5  # 6 calls, one raised before its post-step hooks ran
+    assert mon.findings == [], show(mon.findings)

@@ -6,7 +6,9 @@ Clearing replaces or modifies them: `zero_grad()` (set to None, or zeroed in pla
 `p.grad.zero_()`. When a backward() starts while they are still the same tensors at the same version,
 it accumulates onto the previous step's gradients ("accumulated"). At the next step the tracker also
 tells whether the gradients were touched after the last backward() ended: set to None/replaced, or
-modified in place (zeroed, clipped, scaled; which of these only the flushed norm can tell).
+modified in place (zeroed, clipped, scaled; which of these only the flushed norm can tell). Gradients
+that step() itself rewrites in place (an optimizer that zeroes them at the end of its step) are not
+stale: a backward() onto them does not repeat the update.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 from operator import attrgetter, is_, is_not
 from typing import Any, Dict, List, Tuple
+from weakref import ref
 
 SAMPLE = 4  # parameters watched per optimizer
 
@@ -27,6 +30,18 @@ def _version(g: Any) -> int:
     return g._version if g is not None else -1
 
 
+def _ref(g: Any) -> Any:
+    return ref(g) if g is not None else _none
+
+
+def _none() -> None:
+    return None
+
+
+def _deref(r: Any) -> Any:
+    return r()
+
+
 def _versions(grads: List[Any]) -> List[int]:
     try:
         return list(map(_fast_version, grads))  # every sampled parameter has a gradient: the usual case
@@ -37,14 +52,17 @@ def _versions(grads: List[Any]) -> List[int]:
 class _Track:
     """Runs at every backward() and step(): kept to a few list operations over the sampled parameters."""
 
-    __slots__ = ("sample", "grads", "versions", "stale", "dirty")
+    __slots__ = ("sample", "grads", "versions", "stale", "dirty", "in_step")
 
     def __init__(self) -> None:
         self.sample: List[Any] = []
-        self.grads: List[Any] = []  # the sampled parameters' gradient tensors when last taken ([]: none)
+        # weak references to the sampled parameters' gradient tensors when last taken ([]: none): a
+        # gradient that `zero_grad()` released is not kept alive by the tracker (a dead one never matches)
+        self.grads: List[Any] = []
         self.versions: List[int] = []  # their version counters then
         self.stale = False  # grads unchanged since the last step
         self.dirty = False  # a backward accumulated onto the last step's gradients
+        self.in_step: Any = None  # the versions when the step in progress began (None: not known)
 
     @property
     def snap(self) -> bool:
@@ -56,11 +74,15 @@ class _Track:
         if all(map(_is_none, grads)):
             self.grads, self.versions = [], []
         else:
-            self.grads, self.versions = grads, _versions(grads)
+            self.grads, self.versions = list(map(_ref, grads)), _versions(grads)
+
+    def same(self, grads: List[Any]) -> bool:
+        """Are `grads` the tensors last taken (a released one never is)?"""
+        return not any(map(is_not, grads, map(_deref, self.grads)))
 
     def changed(self, identity_only: bool = False) -> bool:
         grads = list(map(_grad, self.sample))
-        if any(map(is_not, grads, self.grads)):
+        if not self.same(grads):
             return True
         return not identity_only and _versions(grads) != self.versions
 
@@ -103,12 +125,20 @@ class GradTracker:
         after_backward: "" untouched since the last backward() ended, "replaced" (set to None or a new
         tensor), "modified" (changed in place)."""
         t = self.tracks.get(st)
-        if t is None or not t.grads:
-            return False, ""
+        if t is None:
+            t = self.tracks[st] = _Track()
+        if not t.sample:
+            o = st.opt
+            t.sample = _sample(o) if o is not None else []
         grads = list(map(_grad, t.sample))
-        if any(map(is_not, grads, t.grads)):
+        if not t.grads:  # nothing taken yet (the first step): only what step() itself does is watched
+            t.in_step = _versions(grads) if t.sample else None
+            return False, ""
+        if not t.same(grads):
+            t.in_step = None
             return t.dirty, "replaced"
-        return t.dirty, ("modified" if _versions(grads) != t.versions else "")
+        versions = t.in_step = _versions(grads)
+        return t.dirty, ("modified" if versions != t.versions else "")
 
     def post_step(self, st) -> None:
         t = self.tracks.get(st)
@@ -118,8 +148,11 @@ class GradTracker:
         if not sample or all(map(_is_none, map(_grad, sample))):
             o = st.opt
             t.sample = _sample(o) if o is not None else []
+        began, t.in_step = t.in_step, None
         t.take()
-        t.stale = True
+        # the gradients the step used are stale, unless step() itself rewrote them in place (an optimizer
+        # that zeroes its gradients at the end of its step: the loop then needs no zero_grad())
+        t.stale = not (began is not None and t.grads and t.versions != began)
         t.dirty = False
 
     def sample_of(self, st) -> List[Any]:

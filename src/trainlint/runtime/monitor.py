@@ -17,6 +17,7 @@ the CPU there is nothing to synchronise and the loss is read as it arrives.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import weakref
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -48,7 +49,7 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "closure", "var", "__weakref__")
+                 "params_bad", "plan", "closure", "var", "depth", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
@@ -63,6 +64,9 @@ class OptState:
         self.params_bad = False
         self.plan: Optional[Tuple[Any, List[Any], bool]] = None  # see Monitor._plan
         self.closure = False  # the step in progress was called with a closure (LBFGS, Lightning)
+        # step() calls in progress: a subclass's step() calling super().step() runs the hooks twice when
+        # torch has patched both classes' step (it patches the class of every optimizer it builds)
+        self.depth = 0
 
     @property
     def opt(self):
@@ -94,6 +98,18 @@ def _scaled_from(t: torch.Tensor, src: torch.Tensor) -> bool:
         return False
     nexts = [f for f, _ in fn.next_functions if f is not None]
     return len(nexts) == 1 and nexts[0] is base
+
+
+def _inside_step_of(opt, limit: int = 64) -> bool:
+    """Is a `step` method of `opt` running further up the stack (its body called super().step())?
+    Asked only when a step of `opt` began and did not end: nested, or ended by an exception."""
+    f = sys._getframe(1)
+    while f is not None and limit:
+        if f.f_code.co_name == "step" and f.f_locals.get("self") is opt:
+            return True
+        f = f.f_back
+        limit -= 1
+    return False
 
 
 class Monitor:
@@ -415,6 +431,10 @@ class Monitor:
         st = self._opt_state(opt)
         if st is None:
             return
+        if st.depth and _inside_step_of(opt):
+            st.depth += 1
+            return  # super().step() inside the optimizer's own step(): the same step
+        st.depth = 1  # (a step that raised never ran its post-step hooks: no step is in progress)
         st.closure = closure
         if st.steps == 0 and st.site is UNKNOWN:
             st.site = self.sites.find(1)
@@ -433,6 +453,10 @@ class Monitor:
         st = last[1] if last is not None and last[0]() is opt else self.opts.get(opt)
         if st is None:
             return
+        if st.depth > 1:
+            st.depth -= 1
+            return
+        st.depth = 0
         if st.closure:
             self._record_step(st, opt)
         st.steps += 1

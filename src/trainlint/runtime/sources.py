@@ -18,6 +18,8 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
   `Tensor.softmax`, `torch.sigmoid`, `Tensor.sigmoid` (`nn.Softmax`, `nn.Sigmoid` and `F.sigmoid` call
   them); they pass straight through unless `sink.activation_due` -> sink.activation(kind, input, output,
                                                                     args, kwargs)
+- a wrapper on `torch.jit.script` that compiles with the original functions: TorchScript cannot compile
+  a Python wrapper (`*args`), so a scripted module calls `F.cross_entropy` itself, unwatched
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
@@ -74,6 +76,9 @@ class Sources:
                                     (torch, "sigmoid"), (torch.Tensor, "sigmoid")):
                     if callable(getattr(owner, name, None)):
                         self._patch(owner, name, functools.partial(self._wrap_activation, name))
+            jit = getattr(torch, "jit", None)
+            if jit is not None and callable(getattr(jit, "script", None)):
+                self._patch(jit, "script", self._wrap_script)
         except BaseException:
             self.detach()
             raise
@@ -116,6 +121,39 @@ class Sources:
         wrapper = make(getattr(owner, name))
         setattr(owner, name, wrapper)
         self._patches.append((owner, name, orig, owned, wrapper))
+
+    def _unpatched(self):
+        """A context in which the functions TorchScript may compile are the originals again."""
+        src = self
+
+        class _Unpatched:
+            def __enter__(self):
+                self.saved = []
+                for owner, name, orig, owned, wrapper in src._patches:
+                    current = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+                    if current is wrapper and name != "script":
+                        self.saved.append((owner, name, wrapper))
+                        setattr(owner, name, orig) if owned else delattr(owner, name)
+                return self
+
+            def __exit__(self, *exc):
+                for owner, name, wrapper in self.saved:
+                    setattr(owner, name, wrapper)
+                return False
+
+        return _Unpatched()
+
+    def _wrap_script(self, orig):
+        src = self
+
+        @functools.wraps(orig)
+        def script(*args, **kwargs):
+            if not src._patches:
+                return orig(*args, **kwargs)
+            with src._unpatched():
+                return orig(*args, **kwargs)
+
+        return script
 
     # ------------------------------------------------------------------ forward hook
     @property
