@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import torch
 from torch import nn
@@ -791,7 +792,9 @@ def scripted_loss(steps: int = 40, seed: int = 0):
     """Healthy: a TorchScript module computing its own cross-entropy (`torch.jit.script` under watch)."""
     torch.manual_seed(seed)
     loader = DataLoader(_blobs(n=512, seed=seed), batch_size=32, shuffle=True)
-    model = torch.jit.script(_ScriptedClassifier())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+: "torch.jit.script is deprecated"
+        model = torch.jit.script(_ScriptedClassifier())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     while len(losses) < steps:
