@@ -348,3 +348,58 @@ def test_a_step_that_calls_super_step_is_one_step_and_a_step_that_raised_does_no
                 pass
     assert mon.monitor.step == 5  # 6 calls, one raised before its post-step hooks ran
     assert mon.findings == [], show(mon.findings)
+
+
+# ------------------------------------------------------------------ gradients looked at every `grad-every` steps
+def test_gradients_are_looked_at_every_step_while_warming_up_then_every_grad_every_steps():
+    with watch(config=False) as w:
+        S.classifier(steps=60)
+    steps, _ = w.monitor.history.norms["opt"]
+    assert list(steps) == list(range(20)) + list(range(20, 60, 4))
+    with watch(config=False, grad_every=1) as w:
+        S.classifier(steps=30)
+    assert list(w.monitor.history.norms["opt"][0]) == list(range(30))
+
+
+def test_tl103_and_tl108_count_the_steps_looked_at():
+    d = only(watched(S.no_zero_grad, steps=60), "TL103")
+    ev = d.runtime["evidence"]
+    assert d.runtime["step"] == 1
+    assert ev["steps_looked_at"] == 30 and ev["steps_not_cleared"] == 29 and ev["optimizer_steps"] == 60
+    assert "29 of the 29 steps looked at after the first" in d.message
+    d = only(watched(S.zero_grad_before_step, steps=60), "TL108")
+    ev = d.runtime["evidence"]
+    assert d.runtime["step"] == 0 and ev["consecutive_steps"] == 57  # steps 0 to 56, the last look
+    assert ev["steps_without_update"] == ev["steps_looked_at"] == 30 and ev["optimizer_steps"] == 60
+
+
+def test_tl102_a_nan_gradient_in_a_step_not_looked_at_is_found_by_the_parameters_it_broke():
+    # step 30 is not looked at (every 4th step after the first 20): the loss of step 30 is finite, that of
+    # step 31 NaN; the parameters are checked then, once
+    diags = watched(S.nan_gradient, steps=40, bad_step=30)
+    d = only(diags, "TL102")
+    ev = d.runtime["evidence"]
+    assert ev["kind"] == "parameter" and d.runtime["step"] == 30 and ev["last_finite_check_step"] == 29
+    assert ev["gradients_looked_at_every_step"] is False
+    assert "in the update of step 30, whose gradients were not looked at" in d.message
+    assert "`grad-every = 1` tells which" in d.message
+    t101 = only(diags, "TL101")
+    assert t101.runtime["evidence"]["explained_by"] == "TL102" and t101.runtime["evidence"]["explained_by_step"] == 30
+    # every step looked at: the gradient itself, at the same step
+    with watch(config=False, grad_every=1) as w:
+        S.nan_gradient(steps=40, bad_step=30)
+    d = only(w.findings, "TL102")
+    assert d.runtime["evidence"]["kind"] == "gradient" and d.runtime["step"] == 30
+    assert "the loss itself was finite" in d.message
+    # a step looked at after the warm-up: the gradient
+    d = only(watched(S.nan_gradient, steps=40, bad_step=28), "TL102")
+    assert d.runtime["evidence"]["kind"] == "gradient" and d.runtime["step"] == 28
+
+
+def test_grad_every_is_a_runtime_setting(tmp_path):
+    from trainlint.runtime.settings import DEFAULTS
+
+    assert DEFAULTS["grad-every"] == 4
+    with watch(config=False, grad_every=2) as w:
+        S.classifier(steps=30)
+    assert list(w.monitor.history.norms["opt"][0]) == list(range(20)) + list(range(20, 30, 2))

@@ -1,6 +1,7 @@
 """What happened to the gradients between two optimizer steps, from tensor metadata only (no device reads).
 
-Per optimizer, a few sampled parameters are watched: after each step, their gradient tensors'
+Per optimizer, a few sampled parameters are watched around the steps that are looked at (every
+`grad-every` steps; nothing runs in between): after the step before a look, their gradient tensors'
 identity and version counter are remembered ("stale": they hold the gradients the step just used).
 Clearing replaces or modifies them: `zero_grad()` (set to None, or zeroed in place), `p.grad = None`,
 `p.grad.zero_()`. When a backward() starts while they are still the same tensors at the same version,
@@ -52,7 +53,7 @@ def _versions(grads: List[Any]) -> List[int]:
 class _Track:
     """Runs at every backward() and step(): kept to a few list operations over the sampled parameters."""
 
-    __slots__ = ("sample", "grads", "versions", "stale", "dirty", "in_step")
+    __slots__ = ("sample", "grads", "versions", "stale", "dirty", "in_step", "live")
 
     def __init__(self) -> None:
         self.sample: List[Any] = []
@@ -63,6 +64,7 @@ class _Track:
         self.stale = False  # grads unchanged since the last step
         self.dirty = False  # a backward accumulated onto the last step's gradients
         self.in_step: Any = None  # the versions when the step in progress began (None: not known)
+        self.live = False  # tracked now (from the step before a look to the look)
 
     @property
     def snap(self) -> bool:
@@ -96,12 +98,17 @@ def _sample(opt) -> List[Any]:
 
 
 class GradTracker:
+    """Per optimizer, around the steps that are looked at (`look`: every `grad-every` steps): from the
+    step before a look (what its own step() did to the gradients, the snapshot after it) to the look's
+    step. Between looks nothing runs: `active` counts the optimizers being tracked."""
+
     def __init__(self) -> None:
         self.tracks: Dict[Any, _Track] = {}  # OptState -> track
+        self.active = 0
 
     def backward_start(self) -> None:
         for t in self.tracks.values():
-            if not t.grads:
+            if not t.live or not t.grads:
                 continue
             if t.changed():
                 t.stale = False  # cleared (or otherwise rewritten) since we last looked
@@ -111,6 +118,8 @@ class GradTracker:
 
     def backward_end(self) -> None:
         for st, t in self.tracks.items():
+            if not t.live:
+                continue
             if not t.sample:
                 # no gradient at the last step (cleared after the backward?): look again now
                 o = st.opt
@@ -119,33 +128,46 @@ class GradTracker:
                 t.take()
                 t.stale = False
 
-    def at_step(self, st) -> Tuple[bool, str]:
-        """(accumulated, after_backward) for the step `st` is about to take:
-        accumulated: a backward() added onto the gradients of this optimizer's previous step;
-        after_backward: "" untouched since the last backward() ended, "replaced" (set to None or a new
-        tensor), "modified" (changed in place)."""
+    def _track(self, st) -> _Track:
         t = self.tracks.get(st)
         if t is None:
             t = self.tracks[st] = _Track()
         if not t.sample:
             o = st.opt
             t.sample = _sample(o) if o is not None else []
-        grads = list(map(_grad, t.sample))
-        if not t.grads:  # nothing taken yet (the first step): only what step() itself does is watched
-            t.in_step = _versions(grads) if t.sample else None
-            return False, ""
-        if not t.same(grads):
-            t.in_step = None
-            return t.dirty, "replaced"
-        versions = t.in_step = _versions(grads)
-        return t.dirty, ("modified" if versions != t.versions else "")
+        return t
 
-    def post_step(self, st) -> None:
+    def before_step(self, st) -> None:
+        """The step `st` is about to take precedes a look: remember its gradients' versions, to tell
+        afterwards whether step() itself rewrote them."""
+        t = self._track(st)
+        t.in_step = _versions(list(map(_grad, t.sample))) if t.sample else None
+
+    def at_step(self, st) -> Tuple[bool, str]:
+        """(accumulated, after_backward) for the step `st` is about to take (a look):
+        accumulated: a backward() added onto the gradients of this optimizer's previous step;
+        after_backward: "" untouched since the last backward() ended, "replaced" (set to None or a new
+        tensor), "modified" (changed in place)."""
+        t = self._track(st)
+        if not t.live or not t.grads:  # nothing taken before this step (the first step)
+            return False, ""
+        grads = list(map(_grad, t.sample))
+        if not t.same(grads):
+            return t.dirty, "replaced"
+        return t.dirty, ("modified" if _versions(grads) != t.versions else "")
+
+    def post_step(self, st, next_look: bool) -> None:
+        """After a step of `st`: when its next step is a look, take the gradients the step used (stale
+        from now on); otherwise stop tracking until the step before the next look."""
         t = self.tracks.get(st)
-        if t is None:
-            t = self.tracks[st] = _Track()
-        sample = t.sample
-        if not sample or all(map(_is_none, map(_grad, sample))):
+        if not next_look:
+            if t is not None and t.live:
+                t.live = False
+                t.grads, t.versions, t.in_step = [], [], None
+                self.active -= 1
+            return
+        t = self._track(st)
+        if all(map(_is_none, map(_grad, t.sample))):
             o = st.opt
             t.sample = _sample(o) if o is not None else []
         began, t.in_step = t.in_step, None
@@ -154,6 +176,9 @@ class GradTracker:
         # that zeroes its gradients at the end of its step: the loop then needs no zero_grad())
         t.stale = not (began is not None and t.grads and t.versions != began)
         t.dirty = False
+        if not t.live:
+            t.live = True
+            self.active += 1
 
     def sample_of(self, st) -> List[Any]:
         t = self.tracks.get(st)

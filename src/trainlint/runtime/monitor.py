@@ -119,6 +119,10 @@ class Monitor:
 
         self.settings = settings
         self.every = int(settings["every"])
+        # the gradients (norms, clearing) are looked at in every step of an optimizer's first
+        # `warmup-steps`, then in its steps numbered a multiple of `grad-every` (see `looks`)
+        self.grad_every = int(settings.get("grad-every", 1))
+        self._dense = int(settings.get("warmup-steps", 0))
         self.sites = SiteFinder()
         self.history = History()
         self.names = Names(models, self.sites.skips)
@@ -149,6 +153,8 @@ class Monitor:
         self.immediate: Optional[bool] = None  # losses readable for free (CPU); decided at first loss
         self.armed = 0  # > 0: read losses one by one (after a non-finite loss, on an accelerator)
         self.localised = False
+        self._finite_step = -1  # the last step with a finite loss (losses read as they come: CPU)
+        self._params_looked = False  # the parameters were checked at the first non-finite loss
         self.captured: List[Tuple[Any, Any, Any]] = []
         self._last_scaled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._last_clip: Optional[torch.Tensor] = None
@@ -284,7 +290,8 @@ class Monitor:
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
-        self.grads.backward_start()
+        if self.grads.active:
+            self.grads.backward_start()
         for f in self._ev_backward_start:
             f()
         if tensor is None or not implicit or tensor.numel() != 1 or not tensor.is_floating_point():
@@ -308,7 +315,8 @@ class Monitor:
         self._record_loss(tensor, site, classes, ce_value)
 
     def backward_end(self) -> None:
-        self.grads.backward_end()
+        if self.grads.active:
+            self.grads.backward_end()
         for f in self._ev_backward_end:
             f()
         self.captured.clear()
@@ -341,8 +349,12 @@ class Monitor:
             if not math.isfinite(v):
                 if not self.localised:
                     self._scan(rec)
+                if not self._params_looked and rec.step >= 1 and self._finite_step == rec.step - 1:
+                    self._params_at_first_bad_loss()
                 for f in self._ev_bad_loss:
                     f(rec, self.current_place, self.current_data)
+            else:
+                self._finite_step = rec.step
         else:
             rec.tensor = t.detach().reshape(())
         self.losses_pending.append(rec)
@@ -445,7 +457,9 @@ class Monitor:
                 f(st)
         for f in self._ev_pre_step:
             f(st)
-        if not closure:  # with a closure, the gradients of this step exist only after it ran
+        if self.looks(st.steps + 1):
+            self.grads.before_step(st)  # the next step is a look
+        if not closure and self.looks(st.steps):  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
@@ -457,10 +471,10 @@ class Monitor:
             st.depth -= 1
             return
         st.depth = 0
-        if st.closure:
+        if st.closure and self.looks(st.steps):
             self._record_step(st, opt)
         st.steps += 1
-        self.grads.post_step(st)
+        self.grads.post_step(st, self.looks(st.steps))
         for f in self._ev_post_step:
             f(st)
         self.captured.clear()
@@ -477,6 +491,20 @@ class Monitor:
             if self.step <= 2 or self.sources.forward_installed:
                 self._update_forward_hook()
 
+    def looks(self, step: int) -> bool:
+        """Are the gradients of an optimizer's step `step` (0-based) looked at? Every step of the first
+        `warmup-steps` (first-step bugs and early divergence at the step they happen, the reference levels
+        of TL105/TL106), then every `grad-every` steps: reading every gradient is the largest cost of a
+        step, and what it finds (stale or cleared gradients, exploding or collapsed norms) lasts."""
+        return step < self._dense or step % self.grad_every == 0
+
+    def unlooked_between(self, first: int, last: int) -> bool:
+        """Was any step in first..last (inclusive) not looked at?"""
+        if self.grad_every == 1 or last < self._dense:
+            return False
+        lo = max(first, self._dense)
+        return any(not self.looks(i) for i in range(lo, min(last, lo + self.grad_every) + 1))
+
     def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
         groups = opt.param_groups
@@ -489,9 +517,9 @@ class Monitor:
         return plan
 
     def _record_step(self, st: OptState, opt) -> None:
-        """The step `st` is taking: its gradient norms (kept on the device, as 0-dim tensors stacked and
-        copied once per flush), the norm before clipping, what happened to the gradients since the
-        previous step."""
+        """A step `st` is taking that is looked at (every `grad-every` steps): its gradient norms (kept on
+        the device, as 0-dim tensors stacked and copied once per flush), the norm before clipping, what
+        happened to the gradients since the previous step."""
         _, params, uniform = self._plan(st, opt)
         grads = [p.grad for p in params]
         for g in grads:
@@ -591,6 +619,28 @@ class Monitor:
                 f(pc)
         for f in self._ev_flush:
             f()
+
+    def _params_at_first_bad_loss(self) -> None:
+        """The first non-finite loss, read as it came, after a step whose loss was finite: are the
+        parameters already NaN/Inf? Then the update of that last step made them so (the gradients of a
+        step in between looks are not known): one pass over the parameters, once."""
+        self._params_looked = True
+        if not self._ev_params:
+            return
+        with torch.no_grad():
+            for st in self.opt_states:
+                opt = st.opt
+                if opt is None or st.params_bad or st.steps == 0:
+                    continue
+                bad = transfer.nonfinite_params([p for g in opt.param_groups for p in g["params"]])
+                if not bad:
+                    continue
+                st.params_bad = True
+                # the primary's last step is the one whose loss was finite: finite parameters before it
+                ok = max(st.param_ok_step, st.steps - 2) if st.primary else st.param_ok_step
+                pc = ParamCheck(st, st.steps - 1, ok, self.epoch(), bad)
+                for f in self._ev_params:
+                    f(pc)
 
     def _check_params(self) -> List[ParamCheck]:
         """Are the parameters of each optimizer still finite (one fused norm pass per flush)?"""

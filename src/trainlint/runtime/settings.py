@@ -11,6 +11,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 DEFAULTS: Dict[str, Any] = {
     # how often (in optimizer steps) device-side scalars are copied to the host and checked
     "every": 50,
+    # the gradients are looked at (norms: TL102/TL105/TL106; clearing: TL103/TL108) in the steps of each
+    # optimizer numbered a multiple of this: reading every gradient is the largest cost per step
+    "grad-every": 4,
     # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
     # of the first `warmup-steps` gradient norms and losses)
     "warmup-steps": 20,
@@ -80,6 +83,7 @@ OFF_BY_DEFAULT: Tuple[str, ...] = ("TL115",)
 # key -> (type, minimum, maximum or None, one-line description for the rule pages)
 SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "every": (int, 1, None, "optimizer steps between two reads of the device-side values"),
+    "grad-every": (int, 1, None, "optimizer steps between two looks at the gradients (norms, clearing)"),
     "warmup-steps": (int, 1, None, "steps before TL105/TL106 judge; TL106's reference level is "
                                    "the median over these first steps"),
     "spike-factor": (float, 1.0, None, "short-batch loss / median loss of the full batches before it "

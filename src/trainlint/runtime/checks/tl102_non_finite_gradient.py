@@ -52,7 +52,8 @@ class NonFiniteGradient(Check):
             msg = (f"gradient of {names_text(self.grad_names)} is NaN/Inf at {when(g.step, g.epoch)}, and "
                    f"{g.opt.title}.step() ran on it{loss_note}")
             if self.grad_steps > 1:
-                msg += f"; {self.grad_steps} steps had non-finite gradients"
+                looked = " looked at" if self.ctx.unlooked_between(0, g.opt.steps - 1) else ""
+                msg += f"; {self.grad_steps} steps{looked} had non-finite gradients"
             evidence = {"kind": "gradient", "parameters": self.grad_names[:10],
                         "non_finite_parameters": len(self.grad_names), "grad_norm": g.total,
                         "steps_with_non_finite_gradients": self.grad_steps, "optimizer": g.opt.label,
@@ -60,11 +61,25 @@ class NonFiniteGradient(Check):
             site = g.site if g.site.filename != "<unknown>" else g.opt.site
             return [self.diagnostic(msg, site, g.step, g.epoch, evidence)]
         assert p is not None
-        span = (f"by the end of step {p.step}" if p.last_ok_step < 0
-                else f"after step {p.last_ok_step} and by the end of step {p.step}")
-        msg = (f"parameter {names_text(self.param_names)} became NaN/Inf {span} while the gradients were "
-               f"finite: the {p.opt.title} update itself overflowed (learning rate, eps, or fp16 state?)")
+        if p.step - p.last_ok_step == 1 and p.step > 0:
+            span = f"in the update of step {p.step}"
+        elif p.last_ok_step < 0:
+            span = f"by the end of step {p.step}"
+        else:
+            span = f"after step {p.last_ok_step} and by the end of step {p.step}"
+        if self.ctx.unlooked_between(p.last_ok_step + 1, p.step):
+            # the gradients of some of those steps were not looked at: either may have done it
+            which = (", whose gradients were" if p.step - p.last_ok_step == 1
+                     else "; the gradients of some of those steps were")
+            cause = (f"{which} not looked at (every {self.ctx.grad_every} steps, `grad-every`): a NaN/Inf "
+                     f"gradient (a backward pass that overflowed?) or the {p.opt.title} update itself "
+                     f"overflowed (learning rate, eps, or fp16 state?); `grad-every = 1` tells which")
+        else:
+            cause = (f"while the gradients were finite: the {p.opt.title} update itself overflowed (learning "
+                     f"rate, eps, or fp16 state?)")
+        msg = f"parameter {names_text(self.param_names)} became NaN/Inf {span}{'' if cause[0] in ',;' else ' '}{cause}"
         evidence = {"kind": "parameter", "parameters": self.param_names[:10],
                     "non_finite_parameters": len(self.param_names), "last_finite_check_step": p.last_ok_step,
-                    "optimizer": p.opt.label, "first_non_finite_loss_step": self.first_bad_loss_step}
+                    "optimizer": p.opt.label, "first_non_finite_loss_step": self.first_bad_loss_step,
+                    "gradients_looked_at_every_step": not self.ctx.unlooked_between(p.last_ok_step + 1, p.step)}
         return [self.diagnostic(msg, p.opt.site, p.step, p.epoch, evidence)]

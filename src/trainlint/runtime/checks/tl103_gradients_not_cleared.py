@@ -48,7 +48,8 @@ class GradientsNotCleared(Check):
         msg = (f"{opt.title}.step() at {when(r.step, r.epoch)} ran on gradients that were not cleared after "
                f"step {r.step - 1}: backward() added to them (no zero_grad() or `grad = None` between the "
                f"steps){clip}, so every update also repeats the previous ones; {n} of the {after} "
-               f"steps after the first")
-        evidence = {"optimizer": opt.label, "steps_not_cleared": n, "optimizer_steps": self.steps.get(opt),
+               f"steps{' looked at' if self.ctx.unlooked_between(0, opt.steps - 1) else ''} after the first")
+        evidence = {"optimizer": opt.label, "steps_not_cleared": n, "steps_looked_at": self.steps.get(opt),
+                    "optimizer_steps": opt.steps,
                     "parameters_checked": names}
         return [self.diagnostic(msg, opt.site, r.step, r.epoch, evidence)]

@@ -35,7 +35,7 @@ class _State:
                  "pending")
 
     def __init__(self, window: int):
-        self.hist: Deque[float] = deque(maxlen=window)  # in step order
+        self.hist: Deque[Tuple[int, float]] = deque()  # (step, norm) of the last `window` steps, in order
         self.sorted: List[float] = []  # the same values, sorted (for the running median)
         self.ref: Optional[float] = None  # median of the first warmup steps
         self.seen = 0
@@ -67,7 +67,11 @@ class ExplodingGradients(Check):
         t = rec.raw
         if not math.isfinite(t) or rec.short or rec.no_grads:
             return  # non-finite: TL102's business; a short last batch: TL104's
-        if s.seen >= self.warmup and len(s.hist) >= 2:
+        # the steps looked at within the last `explode-window` steps (every step during the first
+        # `warmup-steps`, then every `grad-every`)
+        while s.hist and s.hist[0][0] <= rec.step - self.window:
+            del s.sorted[bisect_left(s.sorted, s.hist.popleft()[1])]
+        if rec.step >= self.warmup and len(s.hist) >= 2:
             if s.ref is None:
                 s.ref = _median_sorted(s.sorted)
             # the running level, but never below 1% of the early level: once the gradients have
@@ -75,9 +79,7 @@ class ExplodingGradients(Check):
             med = max(_median_sorted(s.sorted), _FLOOR * s.ref)
             if med > 0 and t > self.factor * med:
                 s.pending.append((rec, med))
-        if len(s.hist) == s.hist.maxlen:
-            del s.sorted[bisect_left(s.sorted, s.hist[0])]
-        s.hist.append(t)
+        s.hist.append((rec.step, t))
         insort(s.sorted, t)
         s.seen += 1
 

@@ -86,7 +86,9 @@ class CollapsedGradients(Check):
         if t <= threshold and high and (s.ref_norm is not None or t <= self.floor):
             if s.run == 0:
                 s.run_start, s.run_loss, s.run_min = rec, loss, t
-            s.run += 1
+            # the run's length in steps: the gradients are looked at every `grad-every` steps after
+            # the first `warmup-steps`, and a collapse lasts across the steps in between
+            s.run = rec.step - s.run_start.step + 1
             s.run_min = min(s.run_min, t)
             if s.run >= self.steps:
                 if s.found is None:

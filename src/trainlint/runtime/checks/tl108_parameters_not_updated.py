@@ -60,7 +60,7 @@ class ParametersNotUpdated(Check):
             s.run_kind = kind
         elif kind != "none":
             s.run_kind = kind  # the first step of a run may not tell (nothing watched yet)
-        s.run += 1
+        s.run = rec.step - s.run_start.step + 1  # in steps (looked at every `grad-every` steps)
         if s.found is None and s.run >= self.needed:
             s.found = s.run_start
         if s.found is s.run_start:
@@ -87,11 +87,13 @@ class ParametersNotUpdated(Check):
             else:
                 why = ("the gradients were zeroed in place between backward() and step(): "
                        "`zero_grad(set_to_none=False)` is called after `loss.backward()` instead of before it")
+            looked = " looked at" if self.ctx.unlooked_between(0, opt.steps - 1) else ""
             msg = (f"{opt.title}.step() changed nothing from {when(r.step, r.epoch)} on, for {s.found_len} "
-                   f"consecutive steps ({s.noop} of {s.steps} steps in all): {why}; the weights never change "
+                   f"consecutive steps ({s.noop} of the {s.steps} steps{looked} in all): {why}; the weights never change "
                    f"and the model does not learn")
             evidence = {"optimizer": opt.label, "reason": {"none": "no-gradients", "cleared": "set-to-none-after-backward",
                                                           "zeroed": "zeroed-after-backward"}[s.kind],
-                        "consecutive_steps": s.found_len, "steps_without_update": s.noop, "optimizer_steps": s.steps}
+                        "consecutive_steps": s.found_len, "steps_without_update": s.noop, "steps_looked_at": s.steps,
+                        "optimizer_steps": opt.steps}
             out.append(self.diagnostic(msg, opt.site, r.step, r.epoch, evidence))
         return out
