@@ -100,6 +100,14 @@ def _scaled_from(t: torch.Tensor, src: torch.Tensor) -> bool:
     return len(nexts) == 1 and nexts[0] is base
 
 
+def _fan_out(fns: List[Any]) -> Any:
+    def callback(mod, inp):
+        for f in fns:
+            f(mod, inp)
+
+    return callback
+
+
 def _inside_step_of(opt, limit: int = 64) -> bool:
     """Is a `step` method of `opt` running further up the stack (its body called super().step())?
     Asked only when a step of `opt` began and did not end: nested, or ended by an exception."""
@@ -153,6 +161,7 @@ class Monitor:
         self.immediate: Optional[bool] = None  # losses readable for free (CPU); decided at first loss
         self.armed = 0  # > 0: read losses one by one (after a non-finite loss, on an accelerator)
         self.localised = False
+        self._hook_stale = False  # what the forward hook must do may have changed (see post_step)
         self._finite_step = -1  # the last step with a finite loss (losses read as they come: CPU)
         self._params_looked = False  # the parameters were checked at the first non-finite loss
         self.captured: List[Tuple[Any, Any, Any]] = []
@@ -195,6 +204,8 @@ class Monitor:
         # module types some check watches, and which checks: module inputs via forward pre-hooks
         self._watched_types = tuple({t for c in self.checks for t in c.watches})
         self._watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._sampled_watch: Dict[int, List[Tuple[Any, Any]]] = {}  # every -> [(module ref, callback)]
+        self._sampled_handles: Dict[int, List[Any]] = {}  # every -> hooks attached for the step in progress
 
     # ------------------------------------------------------------------ attach / detach
     @property
@@ -277,16 +288,35 @@ class Monitor:
             del cap[: _CAPTURE_LIMIT // 2]
 
     def _watch_module(self, module, inputs) -> None:
-        """A module some check watches: hook its later calls, and show it this call's inputs."""
+        """A module some check watches: hook its later calls (for a check with `watch_every`, only in the
+        steps it looks at: see `_rewatch`), and show it this call's inputs."""
         self._watched.add(module)
-        fns = [c.on_module_input for c in self.checks if c.watches and isinstance(module, c.watches)]
+        by_every: Dict[int, List[Any]] = {}
+        for c in self.checks:
+            if c.watches and isinstance(module, c.watches):
+                every = int(self.settings[c.watch_every]) if c.watch_every else 0
+                by_every.setdefault(every, []).append(c.on_module_input)
+        for every, fns in by_every.items():
+            callback = fns[0] if len(fns) == 1 else _fan_out(fns)
+            if every:
+                self._sampled_watch.setdefault(every, []).append((weakref.ref(module), callback))
+            else:
+                self.sources.watch_module(module, callback)
+            callback(module, inputs)
 
-        def callback(mod, inp):
-            for f in fns:
-                f(mod, inp)
-
-        self.sources.watch_module(module, callback)
-        callback(module, inputs)
+    def _rewatch(self) -> None:
+        """After a step: hook the modules of the checks that look at the next step, unhook the others."""
+        step = self.step
+        for every, modules in self._sampled_watch.items():
+            due = step % every == 0
+            handles = self._sampled_handles.pop(every, None)
+            if handles and not due:
+                for h in handles:
+                    self.sources.unwatch(h)
+            elif due and not handles:
+                handles = [self.sources.watch_module(m, cb) for ref, cb in modules for m in (ref(),) if m is not None]
+            if due:
+                self._sampled_handles[every] = handles or []
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
@@ -346,6 +376,8 @@ class Monitor:
             rec.value = v
             if self.armed > 0:
                 self.armed -= 1
+                if self.armed == 0:
+                    self._hook_stale = True  # capturing may stop
             if not math.isfinite(v):
                 if not self.localised:
                     self._scan(rec)
@@ -369,6 +401,7 @@ class Monitor:
         rec.scanned = True
         self.localised = True
         self.armed = 0
+        self._hook_stale = True  # nothing left to capture
         for module, inputs, output in self.captured:
             if nonfinite(output):
                 params_ok = True
@@ -457,9 +490,10 @@ class Monitor:
                 f(st)
         for f in self._ev_pre_step:
             f(st)
-        if self.looks(st.steps + 1):
+        n, k = st.steps, self.grad_every  # (`looks`, inlined: this runs at every step)
+        if n + 1 < self._dense or (n + 1) % k == 0:
             self.grads.before_step(st)  # the next step is a look
-        if not closure and self.looks(st.steps):  # a look (with a closure, at the end of the step)
+        if not closure and (n < self._dense or n % k == 0):  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
@@ -474,7 +508,10 @@ class Monitor:
         if st.closure and self.looks(st.steps):
             self._record_step(st, opt)
         st.steps += 1
-        self.grads.post_step(st, self.looks(st.steps))
+        n = st.steps
+        look_next = n < self._dense or n % self.grad_every == 0
+        if look_next or self.grads.active:
+            self.grads.post_step(st, look_next)
         for f in self._ev_post_step:
             f(st)
         self.captured.clear()
@@ -484,11 +521,14 @@ class Monitor:
                 self.activation_due = self.step % self._activation_every == 0
             if self.step == 2:
                 self.names.build()  # the model is known by now; name it while it is alive
+            if self._sampled_watch:
+                self._rewatch()
             if self.step % self.every == 0:
                 self.flush()
             if self.ranks.rank is None and (self.step == 1 or self.step % self.every == 0):
                 self.ranks.probe()  # a torchrun worker? (the process group may come later; once known, kept)
-            if self.step <= 2 or self.sources.forward_installed:
+            if self.step <= 2 or self._hook_stale:
+                self._hook_stale = False
                 self._update_forward_hook()
 
     def looks(self, step: int) -> bool:

@@ -92,13 +92,23 @@ class Sources:
         except Exception as exc:  # pragma: no cover - defensive
             self.sink.internal(exc)
 
-    def watch_module(self, module: Any, callback: Callable[[Any, Any], None]) -> None:
-        """A forward pre-hook on one module: callback(module, inputs) before each of its calls."""
+    def watch_module(self, module: Any, callback: Callable[[Any, Any], None]) -> Any:
+        """A forward pre-hook on one module: callback(module, inputs) before each of its calls. Returns
+        its handle, for `unwatch`."""
         def pre_hook(mod, inputs):
             self._guarded(callback, mod, inputs)
             return None
 
-        self._handles.append(module.register_forward_pre_hook(pre_hook))
+        handle = module.register_forward_pre_hook(pre_hook)
+        self._handles.append(handle)
+        return handle
+
+    def unwatch(self, handle: Any) -> None:
+        handle.remove()
+        try:
+            self._handles.remove(handle)
+        except ValueError:
+            pass
 
     def detach(self) -> None:
         for h in self._handles:

@@ -7,7 +7,8 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   on_bad_loss(rec, where, batch) (a non-finite loss read as it happens, on the CPU; `where`/`batch`:
   the batch in use, or None),
   on_module_input(module, inputs) (each call of a module of a type listed in the check's `watches`,
-  before its forward; modules are found in the first steps),
+  before its forward; modules are found in the first steps; with `watch_every`, only in the steps
+  numbered a multiple of that setting),
   on_activation(kind, x, out, dim) (a softmax (`dim`) or sigmoid call of the training graph, in the
   steps numbered a multiple of `saturation-every` only; the wrappers exist only when a check
   listens)
@@ -36,6 +37,9 @@ class Check:
     code = ""
     reads_findings = False
     watches: tuple = ()  # module types whose inputs on_module_input() sees
+    # the setting (a number of steps) when on_module_input() is needed only in the steps numbered a
+    # multiple of it: the hooks are then attached for those steps only (a hooked module is slower to call)
+    watch_every = ""
 
     def __init__(self, ctx: Any, settings: Dict[str, Any]):
         self.ctx = ctx  # the Monitor: names, epoch(), arm_localisation()

@@ -33,6 +33,7 @@ class _State(SustainedFraction):
 class DeadRelu(Check):
     code = "TL113"
     watches = (torch.nn.ReLU,)
+    watch_every = "dead-every"
 
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
