@@ -255,7 +255,7 @@ class Monitor:
         need = (self.step < 2 or self._capturing()) and not self.closed
         hook = self.forward if self.step < 2 else self.capture
         if need != self.sources.forward_installed or (need and self.sources.forward_hook != hook):
-            self.sources.want_forward(need, hook)
+            self.sources.want_forward(need, hook, light=hook == self.capture)
             if not need:
                 self.captured.clear()
 

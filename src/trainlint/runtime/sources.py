@@ -1,7 +1,8 @@
 """Event sources: everything the runtime mode attaches to torch, and nothing else.
 
 Each source turns one thing torch does into one call on a sink (the `Monitor`), with no judgement:
-- a global module forward hook (`register_module_forward_hook`)  -> sink.forward(module, inputs, output)
+- a global module forward hook (`register_module_forward_hook`), or a wrapper on `Module._call_impl`
+  for a hook that only records (`light`)                        -> sink.forward(module, inputs, output)
   (installed and removed on the sink's request: `want_forward(bool)`);
 - global optimizer step pre/post hooks                           -> sink.pre_step(opt, closure),
                                                                     sink.post_step(opt)
@@ -33,6 +34,24 @@ import threading
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
+
+
+def _register_forward(hook: Callable[..., None]) -> Any:
+    from torch.nn.modules import module as module_mod
+
+    return module_mod.register_module_forward_hook(hook)
+
+
+class _CallImplHandle:
+    """`remove()` puts `Module._call_impl` back, unless someone wrapped it over us since (then ours
+    stays, and passes straight through once the sink is closed)."""
+
+    def __init__(self, owner: Any, orig: Any, wrapper: Any):
+        self.owner, self.orig, self.wrapper = owner, orig, wrapper
+
+    def remove(self) -> None:
+        if self.owner.__dict__.get("_call_impl") is self.wrapper:
+            self.owner._call_impl = self.orig
 
 
 class Sources:
@@ -170,18 +189,39 @@ class Sources:
     def forward_installed(self) -> bool:
         return self._fwd_handle is not None
 
-    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None) -> None:
-        """Install (or replace by `hook`, default `sink.forward`) or remove the global forward hook."""
+    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None, light: bool = False) -> None:
+        """Install (or replace by `hook`, default `sink.forward`) or remove the forward hook: called with
+        (module, positional inputs, output) after each module call.
+
+        A global forward hook sends every module call down `Module._call_impl`'s slow path (~2 us a
+        call); `light` wraps `Module._call_impl` itself instead (one Python call more, the fast path
+        kept), for a hook that only records: it sees modules whose forward is compiled (`module.compile()`)
+        no more than `register_module_forward_hook` would."""
         hook = hook or self.sink.forward
         if self._fwd_handle is not None and (not on or hook != self.forward_hook):
             self._fwd_handle.remove()
             self._fwd_handle = None
             self.forward_hook = None
         if on and self._fwd_handle is None:
-            from torch.nn.modules import module as module_mod
-
-            self._fwd_handle = module_mod.register_module_forward_hook(hook)
+            self._fwd_handle = self._wrap_call_impl(hook) if light else _register_forward(hook)
             self.forward_hook = hook
+
+    def _wrap_call_impl(self, hook: Callable[..., None]) -> Any:
+        from torch.nn.modules.module import Module
+
+        orig = Module.__dict__["_call_impl"]
+        sink = self.sink
+
+        def _call_impl(module, *args, **kwargs):
+            out = orig(module, *args, **kwargs)
+            try:
+                hook(module, args, out)
+            except Exception as exc:  # pragma: no cover - defensive
+                sink.internal(exc)
+            return out
+
+        Module._call_impl = _call_impl
+        return _CallImplHandle(Module, orig, _call_impl)
 
     # ------------------------------------------------------------------ optimizer hooks
     def _hook_pre_step(self, opt, args, kwargs) -> None:
