@@ -403,3 +403,10 @@ def test_grad_every_is_a_runtime_setting(tmp_path):
     with watch(config=False, grad_every=2) as w:
         S.classifier(steps=30)
     assert list(w.monitor.history.norms["opt"][0]) == list(range(20)) + list(range(20, 30, 2))
+
+
+def test_tl113_counts_the_live_units_of_every_look_at_once():
+    from trainlint.runtime.checks.tl113_dead_relu import _alive_counts
+
+    looks = [torch.tensor([1.0, -1.0, 0.0, 2.0]), torch.tensor([-1.0, -2.0]), torch.tensor([3.0])]
+    assert _alive_counts(looks) == [2, 0, 1] and _alive_counts([]) == []

@@ -18,6 +18,28 @@ import torch
 from trainlint.runtime.checks.base import Check, SustainedFraction, fmt, when
 
 
+_DIMS = [(), (0,), (0,), (0, 2), (0, 2, 3), (0, 2, 3, 4)]  # by rank: every dimension but the units'
+
+
+def _alive_counts(maxima: List[Any]) -> List[int]:
+    """The number of positive values in each vector: a few kernels per device for all of them (their
+    concatenation compared with 0, summed cumulatively, read at each vector's end)."""
+    counts = [0] * len(maxima)
+    by_device: Dict[Any, List[int]] = {}
+    for i, m in enumerate(maxima):
+        by_device.setdefault(m.device, []).append(i)
+    with torch.no_grad():
+        for idx in by_device.values():
+            parts = [maxima[i] for i in idx]
+            ends = torch.tensor([len(p) for p in parts]).cumsum(0) - 1
+            totals = (torch.cat(parts) > 0).cumsum(0)[ends.to(parts[0].device)].cpu().tolist()
+            prev = 0
+            for i, t in zip(idx, totals):
+                counts[i] = int(t) - prev
+                prev = int(t)
+    return counts
+
+
 class _State(SustainedFraction):
     __slots__ = ("ref", "name", "cls", "last_step", "units")
 
@@ -62,19 +84,19 @@ class DeadRelu(Check):
         if self.site is None:
             self.site = self.ctx.sites.find(1)
         # a unit (a channel of a convolution) is alive when it is > 0 for some sample (and position):
-        # its maximum over the batch (and positions) is > 0; three kernels, read at the flush
-        with torch.no_grad():
-            dims = (0,) if x.dim() == 2 else (0,) + tuple(range(2, x.dim()))
-            alive = torch.count_nonzero(x.detach().amax(dim=dims) > 0)
+        # its maximum over the batch (and positions) is > 0. One kernel here (on a detached input: no
+        # graph); the units are counted at the flush, for every look at once
+        dims = _DIMS[x.dim()] if x.dim() < len(_DIMS) else (0,) + tuple(range(2, x.dim()))
         s.units = int(x.shape[1])
-        self.pending.append((s, step, self.ctx.epoch(), (alive, s.units)))
+        self.pending.append((s, step, self.ctx.epoch(), x.detach().amax(dim=dims)))
 
     def on_flush(self) -> None:
         pending, self.pending = self.pending, []
         if not pending:
             return
-        counts = torch.stack([a.reshape(()) for _, _, _, (a, _) in pending]).cpu().tolist()
-        values = [1.0 - c / units for c, (_, _, _, (_, units)) in zip(counts, pending)]
+        maxima = [m.reshape(-1) for _, _, _, m in pending]
+        counts = _alive_counts(maxima)
+        values = [1.0 - c / m.numel() for c, m in zip(counts, maxima)]
         for (s, step, epoch, _), v in zip(pending, values):
             s.observe(step, epoch, v, self.fraction, self.needed)
 
