@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -185,19 +186,33 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--models", default="tiny,mlp,cnn", help="CPU models (tiny, mlp, cnn)")
     ap.add_argument("--check-sync", action="store_true", help="CUDA: count synchronisations")
+    ap.add_argument("--in-process", action="store_true", help="run every CPU model in this process")
+    ap.add_argument("--quiet-header", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}, "
-          f"load average {_load()} at the start")
+    if not a.quiet_header:
+        print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}, "
+              f"load average {_load()} at the start")
     if a.device in ("auto", "cpu"):
-        for kind in a.models.split(","):
-            bench(kind.strip(), a.steps, a.repeats, "cpu")
+        kinds = [k.strip() for k in a.models.split(",") if k.strip()]
+        if len(kinds) == 1 or a.in_process:
+            for kind in kinds:
+                bench(kind, a.steps, a.repeats, "cpu")
+        else:
+            # one process per model: in one process the models run earlier change the allocator's state
+            # and the later model's timings with it (the CNN's plain run was 35% slower after the MLPs)
+            for kind in kinds:
+                sys.stdout.flush()
+                subprocess.run([sys.executable, __file__, "--steps", str(a.steps), "--repeats", str(a.repeats),
+                                "--threads", str(a.threads), "--device", "cpu", "--models", kind,
+                                "--quiet-header"], check=True)
     if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()):
         print(f"\nGPU: {torch.cuda.get_device_name(0)}")
         bench("resnet", a.steps, a.repeats, "cuda")
         if a.check_sync:
             count_syncs(a.steps)
-    print(f"\nload average {_load()} at the end ({os.cpu_count()} CPUs)")
+    if not a.quiet_header:
+        print(f"\nload average {_load()} at the end ({os.cpu_count()} CPUs)")
     return 0
 
 
