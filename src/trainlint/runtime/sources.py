@@ -230,11 +230,21 @@ class Sources:
         if args and args[0] is opt:
             args = args[1:]
         closure = args[0] if args else kwargs.get("closure")
-        self._guarded(self.sink.pre_step, opt, closure is not None)
+        sink = self.sink
+        if not sink.closed:
+            try:  # (`_guarded`, inlined: this runs at every step)
+                sink.pre_step(opt, closure is not None)
+            except Exception as exc:  # pragma: no cover - defensive
+                sink.internal(exc)
         return None
 
     def _hook_post_step(self, opt, args, kwargs) -> None:
-        self._guarded(self.sink.post_step, opt)
+        sink = self.sink
+        if not sink.closed:
+            try:
+                sink.post_step(opt)
+            except Exception as exc:  # pragma: no cover - defensive
+                sink.internal(exc)
 
     # ------------------------------------------------------------------ backward
     def _wrap_tensor_backward(self, orig):
@@ -283,10 +293,19 @@ class Sources:
         return backward
 
     def _start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
-        self._guarded(self.sink.backward_start, tensor, implicit)
+        sink = self.sink
+        try:  # (the wrappers checked that the sink is open)
+            sink.backward_start(tensor, implicit)
+        except Exception as exc:  # pragma: no cover - defensive
+            sink.internal(exc)
 
     def _end(self) -> None:
-        self._guarded(self.sink.backward_end)
+        sink = self.sink
+        if not sink.closed:
+            try:
+                sink.backward_end()
+            except Exception as exc:  # pragma: no cover - defensive
+                sink.internal(exc)
 
     # ------------------------------------------------------------------ data loading
     def _wrap_loader_iter(self, orig):
@@ -303,12 +322,17 @@ class Sources:
     def _wrap_iter_next(self, orig):
         src = self
 
+        sink = self.sink
+
         @functools.wraps(orig)
         def __next__(it):
-            if src.sink.closed:
+            if sink.closed:
                 return orig(it)
             batch = orig(it)
-            src._guarded(src.sink.batch, it, batch)
+            try:
+                sink.batch(it, batch)
+            except Exception as exc:  # pragma: no cover - defensive
+                sink.internal(exc)
             return batch
 
         return __next__
@@ -351,13 +375,16 @@ class Sources:
         return activation
 
     def _wrap_classification_loss(self, orig):
-        src = self
+        sink = self.sink
 
         @functools.wraps(orig)
         def loss_fn(input, target, *args, **kwargs):
             out = orig(input, target, *args, **kwargs)
-            if isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor):
-                src._guarded(src.sink.classified, out, input)
+            if isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor) and not sink.closed:
+                try:
+                    sink.classified(out, input)
+                except Exception as exc:  # pragma: no cover - defensive
+                    sink.internal(exc)
             return out
 
         return loss_fn
