@@ -490,10 +490,10 @@ class Monitor:
                 f(st)
         for f in self._ev_pre_step:
             f(st)
-        n, k = st.steps, self.grad_every  # (`looks`, inlined: this runs at every step)
-        if n + 1 < self._dense or (n + 1) % k == 0:
+        looks = self.looks
+        if looks(st.steps + 1):
             self.grads.before_step(st)  # the next step is a look
-        if not closure and (n < self._dense or n % k == 0):  # a look (with a closure, at the end of the step)
+        if not closure and looks(st.steps):  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
 
     def post_step(self, opt) -> None:
@@ -508,8 +508,7 @@ class Monitor:
         if st.closure and self.looks(st.steps):
             self._record_step(st, opt)
         st.steps += 1
-        n = st.steps
-        look_next = n < self._dense or n % self.grad_every == 0
+        look_next = self.looks(st.steps)
         if look_next or self.grads.active:
             self.grads.post_step(st, look_next)
         for f in self._ev_post_step:
