@@ -410,3 +410,15 @@ def test_tl113_counts_the_live_units_of_every_look_at_once():
 
     looks = [torch.tensor([1.0, -1.0, 0.0, 2.0]), torch.tensor([-1.0, -2.0]), torch.tensor([3.0])]
     assert _alive_counts(looks) == [2, 0, 1] and _alive_counts([]) == []
+
+
+def test_module_outputs_are_captured_without_a_global_forward_hook_and_module_call_is_restored():
+    from torch.nn.modules import module as module_mod
+
+    call_impl = module_mod.Module.__dict__["_call_impl"]
+    with watch(config=False) as w:
+        S.classifier(steps=5)
+        assert module_mod.Module.__dict__["_call_impl"] is not call_impl  # capture, from the third step
+        assert not module_mod._global_forward_hooks  # the discovery hook of the first two steps is gone
+    assert module_mod.Module.__dict__["_call_impl"] is call_impl and not module_mod._global_forward_hooks
+    assert w.findings == []

@@ -42,6 +42,17 @@ def _register_forward(hook: Callable[..., None]) -> Any:
     return module_mod.register_module_forward_hook(hook)
 
 
+def _call_impl_wrappable() -> bool:
+    """Does `Module.__call__` look `_call_impl` up at each call (torch >= 2.1: `_wrapped_call_impl` calls
+    `self._call_impl`)? Before that, `__call__` *was* `_call_impl`, and wrapping it would not be seen;
+    such a torch gets the global forward hook."""
+    from torch.nn.modules.module import Module
+
+    wrapped = Module.__dict__.get("_wrapped_call_impl")
+    code = getattr(wrapped, "__code__", None)
+    return callable(Module.__dict__.get("_call_impl")) and code is not None and "_call_impl" in code.co_names
+
+
 class _CallImplHandle:
     """`remove()` puts `Module._call_impl` back, unless someone wrapped it over us since (then ours
     stays, and passes straight through once the sink is closed)."""
@@ -203,7 +214,8 @@ class Sources:
             self._fwd_handle = None
             self.forward_hook = None
         if on and self._fwd_handle is None:
-            self._fwd_handle = self._wrap_call_impl(hook) if light else _register_forward(hook)
+            self._fwd_handle = (self._wrap_call_impl(hook) if light and _call_impl_wrappable()
+                                else _register_forward(hook))
             self.forward_hook = hook
 
     def _wrap_call_impl(self, hook: Callable[..., None]) -> Any:
