@@ -31,6 +31,7 @@ from trainlint.runtime.names import Names
 from trainlint.runtime.ranks import Ranks, merge
 from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRecord
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
+from trainlint.runtime.checks.base import ordinal
 from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, foreach_norms, grouped, nonfinite
 
@@ -536,6 +537,12 @@ class Monitor:
         of TL105/TL106), then every `grad-every` steps: reading every gradient is the largest cost of a
         step, and what it finds (stale or cleared gradients, exploding or collapsed norms) lasts."""
         return step < self._dense or step % self.grad_every == 0
+
+    def looks_text(self) -> str:
+        """Which steps' gradients are looked at, in words (for the report)."""
+        if self.grad_every == 1:
+            return "every step"
+        return f"every step of the first {self._dense}, then every {ordinal(self.grad_every)} step (the grad-every setting)"
 
     def unlooked_between(self, first: int, last: int) -> bool:
         """Was any step in first..last (inclusive) not looked at?"""

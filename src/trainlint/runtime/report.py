@@ -380,7 +380,8 @@ def render_report(monitor, diags, title: Optional[str] = None) -> str:
         f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(meta)}</p><p class=\"meta run\">{_e(run_facts(monitor))}</p>"
         f"<h2>Findings</h2>{findings_table(diags)}"
         f"<h2>Loss per batch</h2>{loss_svg(monitor, diags)}"
-        f"<h2>Gradient norm per optimizer step</h2>{norm_svg(monitor, diags)}"
+        f"<h2>Gradient norm per optimizer step</h2><p class=\"meta\">The steps looked at: "
+        f"{_e(monitor.looks_text())}.</p>{norm_svg(monitor, diags)}"
         "</body></html>\n"
     )
 
