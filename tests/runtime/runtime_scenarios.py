@@ -585,6 +585,26 @@ def no_training():
     print("nothing to train")
 
 
+def manual_sgd(steps: int = 30):
+    """Healthy, without a torch.optim optimizer: the parameters are updated by hand (pytorch/examples'
+    word_language_model: `model.zero_grad()`, backward, `p.data.add_(p.grad, alpha=-lr)`)."""
+    torch.manual_seed(0)
+    loader = DataLoader(_regression_data(), batch_size=100, shuffle=True)
+    model = _mlp()
+    losses = []
+    while len(losses) < steps:
+        for xb, yb in loader:
+            model.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-0.05)
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
 def dirty_data(epochs: int = 2, bad_row: int = 437):
     """TL111: one row of the dataset holds a NaN (a missing value); its batch makes the loss NaN."""
     torch.manual_seed(0)

@@ -151,6 +151,13 @@ def test_nothing_checked_is_said_and_keeps_the_scripts_status():
     assert "Nothing was checked" in r.stdout and "0 optimizer steps" in r.stdout
 
 
+def test_a_run_without_an_optimizer_says_which_checks_ran():
+    r = run_trainlint(["run", str(SCENARIOS), "manual_sgd"])
+    assert r.returncode == 0, r.stderr
+    assert "All checks passed! (runtime checks, 30 losses, no optimizer step, 3 epochs watched)" in r.stdout
+    assert "only the loss and data checks ran" in r.stdout and "TL103" in r.stdout
+
+
 def test_unwritable_report_or_output_is_refused_before_the_script_runs(tmp_path):
     marker = tmp_path / "ran"
     script = tmp_path / "train.py"

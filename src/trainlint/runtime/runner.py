@@ -308,6 +308,9 @@ def _finish(monitor, status: int, output_format: str, report: Optional[str], qui
         summary_stream = sys.stdout if human else sys.stderr
     if not quiet and (human or output_file or nothing):
         seen = f"{monitor.step} optimizer step{'s' if monitor.step != 1 else ''}"
+        by_hand = monitor.step == 0 and monitor.loss_count > 0
+        if by_hand:  # losses, but no torch.optim step: parameters updated by hand, or not at all
+            seen = f"{monitor.loss_count} loss{'es' if monitor.loss_count != 1 else ''}, no optimizer step"
         if monitor.epochs:
             seen += f", {monitor.epochs} epoch{'s' if monitor.epochs != 1 else ''}"
         if nothing:
@@ -322,6 +325,11 @@ def _finish(monitor, status: int, output_format: str, report: Optional[str], qui
         if output_file and not nothing:
             line = line.rstrip("\n").rstrip(".") + f"; findings written to {output_file}\n"
         summary_stream.write(line)
+        if by_hand:
+            summary_stream.write(
+                "  only the loss and data checks ran: no torch.optim optimizer stepped, so the gradient and "
+                "update checks (TL102, TL103, TL105-TL108, TL113, TL114) had nothing to look at; they need "
+                "`optimizer.step()` (parameters updated by hand are not seen)\n")
         summary_stream.flush()
     if monitor.errors:
         _err("the runtime checks failed and stopped watching (please report this):\n" + monitor.errors[0])
