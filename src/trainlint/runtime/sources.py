@@ -29,6 +29,7 @@ every patched attribute and removes every hook (idempotent).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from typing import Any, Callable, List, Optional, Tuple
@@ -162,26 +163,23 @@ class Sources:
         setattr(owner, name, wrapper)
         self._patches.append((owner, name, orig, owned, wrapper))
 
+    @contextlib.contextmanager
     def _unpatched(self):
-        """A context in which the functions TorchScript may compile are the originals again."""
-        src = self
-
-        class _Unpatched:
-            def __enter__(self):
-                self.saved = []
-                for owner, name, orig, owned, wrapper in src._patches:
-                    current = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
-                    if current is wrapper and name != "script":
-                        self.saved.append((owner, name, wrapper))
-                        setattr(owner, name, orig) if owned else delattr(owner, name)
-                return self
-
-            def __exit__(self, *exc):
-                for owner, name, wrapper in self.saved:
-                    setattr(owner, name, wrapper)
-                return False
-
-        return _Unpatched()
+        """The functions TorchScript may compile are the originals again for the duration."""
+        saved = []
+        for owner, name, orig, owned, wrapper in self._patches:
+            current = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+            if current is wrapper and name != "script":
+                saved.append((owner, name, wrapper))
+                if owned:
+                    setattr(owner, name, orig)
+                else:
+                    delattr(owner, name)
+        try:
+            yield
+        finally:
+            for owner, name, wrapper in saved:
+                setattr(owner, name, wrapper)
 
     def _wrap_script(self, orig):
         src = self
@@ -206,8 +204,7 @@ class Sources:
 
         A global forward hook sends every module call down `Module._call_impl`'s slow path (~2 us a
         call); `light` wraps `Module._call_impl` itself instead (one Python call more, the fast path
-        kept), for a hook that only records: it sees modules whose forward is compiled (`module.compile()`)
-        no more than `register_module_forward_hook` would."""
+        kept), for a hook that only records."""
         hook = hook or self.sink.forward
         if self._fwd_handle is not None and (not on or hook != self.forward_hook):
             self._fwd_handle.remove()
