@@ -17,7 +17,7 @@ import os
 import re
 import time
 from bisect import bisect_left
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 W, H = 960, 320  # plot size in px
 ML, MR, MT, MB = 70, 20, 44, 40  # margins (the top one holds the findings' labels)

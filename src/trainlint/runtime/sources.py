@@ -329,8 +329,6 @@ class Sources:
         return __iter__
 
     def _wrap_iter_next(self, orig):
-        src = self
-
         sink = self.sink
 
         @functools.wraps(orig)

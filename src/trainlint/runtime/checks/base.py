@@ -174,3 +174,37 @@ class SustainedFraction:
                 self.found_len = self.run
         else:
             self.run = 0
+
+
+class FractionLooks(Check):
+    """A check that looks at a fraction every few steps (TL113's dead units, TL115's saturated outputs)
+    and reports it when sustained: a look appends (state, step, epoch, device value) to `pending`; at the
+    flush `fractions(pending)` turns the values into host floats (one transfer for the block) and each
+    state, a `SustainedFraction`, observes its own against `fraction` and `needed`."""
+
+    fraction = 0.0
+    needed = 1
+
+    def __init__(self, ctx: Any, settings: Dict[str, Any]):
+        super().__init__(ctx, settings)
+        self.states: Dict[Any, SustainedFraction] = {}
+        self.pending: List[Tuple[Any, int, Optional[int], Any]] = []
+
+    def fractions(self, pending: List[Tuple[Any, int, Optional[int], Any]]) -> List[float]:
+        raise NotImplementedError
+
+    def on_flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        for (s, step, epoch, _), v in zip(pending, self.fractions(pending)):
+            s.observe(step, epoch, v, self.fraction, self.needed)
+
+    def finish(self) -> None:
+        self.on_flush()
+
+    def found(self) -> List[Any]:
+        """The states whose fraction was sustained (the looks still pending are judged first)."""
+        if self.pending and not self.ctx.closed:
+            self.on_flush()
+        return [s for s in self.states.values() if s.found is not None]

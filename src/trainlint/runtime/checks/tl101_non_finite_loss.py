@@ -4,7 +4,7 @@ the earlier finding that explains it, if there is one (a divergence reported by 
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Optional
 
 from trainlint.codes import CODES
 from trainlint.runtime.checks.base import Check, fmt, when

@@ -11,11 +11,11 @@ counted on the device and read at the flush. Reported when a layer's dead fracti
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 import torch
 
-from trainlint.runtime.checks.base import Check, SustainedFraction, fmt, when
+from trainlint.runtime.checks.base import FractionLooks, SustainedFraction, fmt, when
 
 
 _DIMS = [(), (0,), (0,), (0, 2), (0, 2, 3), (0, 2, 3, 4)]  # by rank: every dimension but the units'
@@ -52,7 +52,7 @@ class _State(SustainedFraction):
         self.units = 0
 
 
-class DeadRelu(Check):
+class DeadRelu(FractionLooks):
     code = "TL113"
     watches = (torch.nn.ReLU,)
     watch_every = "dead-every"
@@ -63,7 +63,6 @@ class DeadRelu(Check):
         self.fraction = float(settings["dead-fraction"])
         self.needed = int(settings["dead-checks"])
         self.states: Dict[int, _State] = {}
-        self.pending: List[Tuple[_State, int, Optional[int], Any]] = []
         self.site = None
 
     def on_module_input(self, module: Any, inputs: Any) -> None:
@@ -90,26 +89,13 @@ class DeadRelu(Check):
         s.units = int(x.shape[1])
         self.pending.append((s, step, self.ctx.epoch(), x.detach().amax(dim=dims)))
 
-    def on_flush(self) -> None:
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
+    def fractions(self, pending) -> List[float]:
         maxima = [m.reshape(-1) for _, _, _, m in pending]
-        counts = _alive_counts(maxima)
-        values = [1.0 - c / m.numel() for c, m in zip(counts, maxima)]
-        for (s, step, epoch, _), v in zip(pending, values):
-            s.observe(step, epoch, v, self.fraction, self.needed)
-
-    def finish(self) -> None:
-        self.on_flush()
+        return [1.0 - c / m.numel() for c, m in zip(_alive_counts(maxima), maxima)]
 
     def diagnostics(self):
-        if self.pending and not self.ctx.closed:
-            self.on_flush()
         out = []
-        for s in self.states.values():
-            if s.found is None:
-                continue
+        for s in self.found():
             m = s.ref()
             if not s.name and m is not None:
                 s.name = self.ctx.module_name(m)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from trainlint.runtime.checks.base import Check, SustainedFraction, fmt, when
+from trainlint.runtime.checks.base import FractionLooks, SustainedFraction, fmt, when
 from trainlint.runtime.sites import Site
 
 _LIMITS: Dict[Any, float] = {}
@@ -48,7 +48,7 @@ class _State(SustainedFraction):
         self.last_step = -1
 
 
-class SaturatedProbabilities(Check):
+class SaturatedProbabilities(FractionLooks):
     code = "TL115"
 
     def __init__(self, ctx, settings):
@@ -57,7 +57,6 @@ class SaturatedProbabilities(Check):
         self.fraction = float(settings["saturation-fraction"])
         self.needed = int(settings["saturation-checks"])
         self.states: Dict[Tuple[Site, str], _State] = {}
-        self.pending: List[Tuple[_State, int, Optional[int], Any]] = []
 
     def on_activation(self, kind: str, x: Any, out: Any, dim: Optional[int]) -> None:
         # the user's line calling torch.softmax/torch.sigmoid or the model holding an nn.Softmax (frames
@@ -86,24 +85,12 @@ class SaturatedProbabilities(Check):
         s.shape = tuple(x.shape)
         self.pending.append((s, step, self.ctx.epoch(), sat))
 
-    def on_flush(self) -> None:
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        values = torch.stack([v.reshape(()).float().cpu() for _, _, _, v in pending]).tolist()
-        for (s, step, epoch, _), v in zip(pending, values):
-            s.observe(step, epoch, v, self.fraction, self.needed)
-
-    def finish(self) -> None:
-        self.on_flush()
+    def fractions(self, pending) -> List[float]:
+        return torch.stack([v.reshape(()).float().cpu() for _, _, _, v in pending]).tolist()
 
     def diagnostics(self):
-        if self.pending and not self.ctx.closed:
-            self.on_flush()
         out = []
-        for s in self.states.values():
-            if s.found is None:
-                continue
+        for s in self.found():
             step, epoch, v = s.found
             what = "rows are exactly one-hot" if s.kind == "softmax" else "outputs are exactly 0 or 1"
             bound = fmt(limit(getattr(torch, s.dtype)))
