@@ -23,6 +23,17 @@ def _regression_data(n: int = 1010, seed: int = 0):
     return TensorDataset(x, y)
 
 
+def _batches(loader, steps: int):
+    """The loader's batches, pass after pass (each a new iterator, as an epoch loop makes), until `steps`."""
+    seen = 0
+    while True:
+        for batch in loader:
+            yield batch
+            seen += 1
+            if seen >= steps:
+                return
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
 
@@ -323,17 +334,14 @@ def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1, divide_by: flo
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            if divide_by:
-                loss = loss / divide_by  # as Lightning does (`loss / accumulate_grad_batches`)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        if divide_by:
+            loss = loss / divide_by  # as Lightning does (`loss / accumulate_grad_batches`)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     return losses
 
 
@@ -344,17 +352,14 @@ def classifier(steps: int = 120, lr: float = 1e-2, seed: int = 0, clip: float = 
     model = _classifier()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        losses.append(loss.item())
     return losses
 
 
@@ -490,16 +495,13 @@ def autocast_bf16(steps: int = 40):
     model = _classifier()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     return losses
 
 
@@ -592,16 +594,13 @@ def manual_sgd(steps: int = 30):
     loader = DataLoader(_regression_data(), batch_size=100, shuffle=True)
     model = _mlp()
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            model.zero_grad()
-            loss = nn.functional.mse_loss(model(xb), yb)
-            loss.backward()
-            for p in model.parameters():
-                p.data.add_(p.grad, alpha=-0.05)
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        model.zero_grad()
+        loss = nn.functional.mse_loss(model(xb), yb)
+        loss.backward()
+        for p in model.parameters():
+            p.data.add_(p.grad, alpha=-0.05)
+        losses.append(loss.item())
     return losses
 
 
@@ -817,15 +816,12 @@ def scripted_loss(steps: int = 40, seed: int = 0):
         model = torch.jit.script(_ScriptedClassifier())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = model(xb, yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        opt.zero_grad()
+        loss = model(xb, yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     return losses
 
 
@@ -851,14 +847,11 @@ def optimizer_clears_in_step(steps: int = 30, set_to_none: bool = False):
     model = _mlp()
     opt = SelfClearingSGD(model.parameters(), set_to_none, lr=0.05)
     losses = []
-    while len(losses) < steps:
-        for xb, yb in loader:
-            loss = nn.functional.mse_loss(model(xb), yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) >= steps:
-                break
+    for xb, yb in _batches(loader, steps):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     return losses
 
 
