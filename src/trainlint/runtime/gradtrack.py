@@ -66,10 +66,6 @@ class _Track:
         self.in_step: Any = None  # the versions when the step in progress began (None: not known)
         self.live = False  # tracked now (from the step before a look to the look)
 
-    @property
-    def snap(self) -> bool:
-        return bool(self.grads)
-
     def take(self) -> None:
         grads = list(map(_grad, self.sample))
         # nothing to watch when none of the sampled parameters has a gradient
@@ -82,11 +78,9 @@ class _Track:
         """Are `grads` the tensors last taken (a released one never is)?"""
         return not any(map(is_not, grads, map(_deref, self.grads)))
 
-    def changed(self, identity_only: bool = False) -> bool:
+    def changed(self) -> bool:
         grads = list(map(_grad, self.sample))
-        if not self.same(grads):
-            return True
-        return not identity_only and _versions(grads) != self.versions
+        return not self.same(grads) or _versions(grads) != self.versions
 
 
 def _sample(opt) -> List[Any]:

@@ -671,25 +671,16 @@ class Monitor:
         parameters already NaN/Inf? Then the update of that last step made them so (the gradients of a
         step in between looks are not known): one pass over the parameters, once."""
         self._params_looked = True
-        if not self._ev_params:
-            return
         with torch.no_grad():
-            for st in self.opt_states:
-                opt = st.opt
-                if opt is None or st.params_bad or st.steps == 0:
-                    continue
-                bad = transfer.nonfinite_params([p for g in opt.param_groups for p in g["params"]])
-                if not bad:
-                    continue
-                st.params_bad = True
-                # the primary's last step is the one whose loss was finite: finite parameters before it
-                ok = max(st.param_ok_step, st.steps - 2) if st.primary else st.param_ok_step
-                pc = ParamCheck(st, st.steps - 1, ok, self.epoch(), bad)
-                for f in self._ev_params:
-                    f(pc)
+            found = self._check_params(after_finite_step=True)
+        for pc in found:
+            for f in self._ev_params:
+                f(pc)
 
-    def _check_params(self) -> List[ParamCheck]:
-        """Are the parameters of each optimizer still finite (one fused norm pass per flush)?"""
+    def _check_params(self, after_finite_step: bool = False) -> List[ParamCheck]:
+        """Are the parameters of each optimizer still finite (one fused norm pass)? At each flush, and
+        once at the first non-finite loss after a finite one (`after_finite_step`: the primary's
+        parameters were finite before its last step, whose loss was finite)."""
         out: List[ParamCheck] = []
         if not self._ev_params:
             return out
@@ -700,7 +691,8 @@ class Monitor:
             bad = transfer.nonfinite_params([p for g in opt.param_groups for p in g["params"]])
             if bad:
                 st.params_bad = True
-                out.append(ParamCheck(st, st.steps - 1, st.param_ok_step, self.epoch(), bad))
+                ok = max(st.param_ok_step, st.steps - 2) if after_finite_step and st.primary else st.param_ok_step
+                out.append(ParamCheck(st, st.steps - 1, ok, self.epoch(), bad))
             else:
                 st.param_ok_step = st.steps - 1
         return out
