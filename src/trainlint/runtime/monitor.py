@@ -39,6 +39,7 @@ is_grad_enabled = torch.is_grad_enabled
 
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
+_NEVER = sys.maxsize
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
 
 
@@ -50,7 +51,7 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "closure", "var", "depth", "__weakref__")
+                 "params_bad", "plan", "closure", "var", "depth", "look", "look_after", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
@@ -68,6 +69,9 @@ class OptState:
         # step() calls in progress: a subclass's step() calling super().step() runs the hooks twice when
         # torch has patched both classes' step (it patches the class of every optimizer it builds)
         self.depth = 0
+        # are the gradients of its next step looked at (`Monitor.looks`), and of the step after it?
+        self.look = True
+        self.look_after = True
 
     @property
     def opt(self):
@@ -80,13 +84,14 @@ class OptState:
 
 
 class LoaderState:
-    __slots__ = ("key", "epoch", "batch", "full", "__weakref__")
+    __slots__ = ("key", "epoch", "batch", "full", "listeners", "__weakref__")
 
-    def __init__(self, key: int, full: Optional[int]):
+    def __init__(self, key: int, full: Any, listeners: List[Any]):
         self.key = key
         self.epoch = 0  # 1-based once iterated
         self.batch = -1
-        self.full = full
+        self.full = full if isinstance(full, int) else None  # the DataLoader's batch size
+        self.listeners = listeners  # the checks' on_batch still wanting this DataLoader's batches
 
 
 _SCALING_OPS = ("DivBackward0", "MulBackward0")
@@ -152,7 +157,8 @@ class Monitor:
         self.loaders: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
-        self.current_batch: Optional[Tuple[LoaderState, int, int, Optional[int], Optional[int]]] = None
+        # the batch in use: (loader state, pass, index, size, full size, step when fetched, the batch or None)
+        self.current_batch: Optional[Tuple[LoaderState, int, int, Optional[int], Optional[int], int, Any]] = None
         # training epochs: the passes over DataLoaders whose batches reach backward(), numbered in the
         # order they happen (a loader re-created every epoch still counts its passes)
         self._epoch_of: Dict[Tuple[int, int], int] = {}
@@ -200,13 +206,13 @@ class Monitor:
         self.wants_activations = bool(self._ev_activation)
         self._activation_every = int(settings.get("saturation-every", 10))
         self.activation_due = self.wants_activations
-        self.current_place: Optional[BatchPlace] = None
-        self.current_data: Any = None  # the batch in use (a reference, no copy), for on_bad_loss
+        self.current_place: Optional[BatchPlace] = None  # see place()
         # module types some check watches, and which checks: module inputs via forward pre-hooks
         self._watched_types = tuple({t for c in self.checks for t in c.watches})
         self._watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._sampled_watch: Dict[int, List[Tuple[Any, Any]]] = {}  # every -> [(module ref, callback)]
         self._sampled_handles: Dict[int, List[Any]] = {}  # every -> hooks attached for the step in progress
+        self._rewatch_at = _NEVER  # the next step at which _rewatch has something to do
 
     # ------------------------------------------------------------------ attach / detach
     @property
@@ -237,7 +243,7 @@ class Monitor:
         self._last_scaled = None
         self._last_clip = None
         self._last_ce = None
-        self.current_data = None
+        self.current_batch = None
         if _ACTIVE is self:
             _ACTIVE = None
         self.attached = False
@@ -301,6 +307,7 @@ class Monitor:
             callback = fns[0] if len(fns) == 1 else _fan_out(fns)
             if every:
                 self._sampled_watch.setdefault(every, []).append((weakref.ref(module), callback))
+                self._rewatch_at = 0  # attached from the next step that looks
             else:
                 self.sources.watch_module(module, callback)
             callback(module, inputs)
@@ -308,6 +315,9 @@ class Monitor:
     def _rewatch(self) -> None:
         """After a step: hook the modules of the checks that look at the next step, unhook the others."""
         step = self.step
+        # the next step at which some hook must come or go: at a multiple of `every`, and the step after
+        self._rewatch_at = min((step + 1 if step % e == 0 else step + e - step % e
+                                for e in self._sampled_watch if e > 1), default=_NEVER)
         for every, modules in self._sampled_watch.items():
             due = step % every == 0
             handles = self._sampled_handles.pop(every, None)
@@ -320,7 +330,7 @@ class Monitor:
                 self._sampled_handles[every] = handles or []
 
     # ------------------------------------------------------------------ backward
-    def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
+    def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any = None) -> None:
         if self.grads.active:
             self.grads.backward_start()
         for f in self._ev_backward_start:
@@ -331,7 +341,7 @@ class Monitor:
         self._last_scaled = None
         if scaled is not None and scaled[0] is tensor:
             tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
-        site = self.sites.find(1)
+        site = self.sites.at(caller) if caller is not None else self.sites.find(1)
         self.last_loss_site = site
         ce = self._last_ce
         self._last_ce = None
@@ -357,7 +367,7 @@ class Monitor:
                      ce_value: Optional[torch.Tensor] = None) -> None:
         cb = self.current_batch
         if cb is not None:
-            st, pass_no, batch, size, full = cb
+            st, pass_no, batch, size, full = cb[:5]
             epoch = self._epoch_of.get((st.key, pass_no))
             if epoch is None:
                 epoch = self._epoch_of[(st.key, pass_no)] = len(self._epoch_of) + 1
@@ -384,8 +394,10 @@ class Monitor:
                     self._scan(rec)
                 if not self._params_looked and rec.step >= 1 and self._finite_step == rec.step - 1:
                     self._params_at_first_bad_loss()
-                for f in self._ev_bad_loss:
-                    f(rec, self.current_place, self.current_data)
+                if self._ev_bad_loss:
+                    where, cb = self.place(), self.current_batch
+                    for f in self._ev_bad_loss:
+                        f(rec, where, cb[6] if cb is not None else None)
             else:
                 self._finite_step = rec.step
         else:
@@ -474,28 +486,37 @@ class Monitor:
         return st
 
     def pre_step(self, opt, closure: bool) -> None:
-        st = self._opt_state(opt)
-        if st is None:
-            return
-        if st.depth and _inside_step_of(opt):
-            st.depth += 1
-            return  # super().step() inside the optimizer's own step(): the same step
+        last = self._last_opt
+        if last is not None and last[0]() is opt:
+            st = last[1]  # the same optimizer as the last step (no weak-dictionary lookup)
+        else:
+            st = self._opt_state(opt)
+            if st is None:
+                return
+        if st.depth:
+            if _inside_step_of(opt):
+                st.depth += 1
+                return  # super().step() inside the optimizer's own step(): the same step
         st.depth = 1  # (a step that raised never ran its post-step hooks: no step is in progress)
         st.closure = closure
         if st.steps == 0 and st.site is UNKNOWN:
-            st.site = self.sites.find(1)
-            st.var = self.names.variable(opt)
-            if st.var:
-                st.label = st.var
-            for f in self._ev_optimizer:
+            self._first_step(st, opt)
+        if self._ev_pre_step:
+            for f in self._ev_pre_step:
                 f(st)
-        for f in self._ev_pre_step:
-            f(st)
-        looks = self.looks
-        if looks(st.steps + 1):
+        if st.look_after:
             self.grads.before_step(st)  # the next step is a look
-        if not closure and looks(st.steps):  # a look (with a closure, at the end of the step)
+        if st.look and not closure:  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
+
+    def _first_step(self, st: OptState, opt) -> None:
+        st.site = self.sites.find(2)
+        st.var = self.names.variable(opt)
+        if st.var:
+            st.label = st.var
+        st.look, st.look_after = self.looks(0), self.looks(1)
+        for f in self._ev_optimizer:
+            f(st)
 
     def post_step(self, opt) -> None:
         last = self._last_opt
@@ -506,30 +527,38 @@ class Monitor:
             st.depth -= 1
             return
         st.depth = 0
-        if st.closure and self.looks(st.steps):
+        if st.closure and st.look:
             self._record_step(st, opt)
         st.steps += 1
-        look_next = self.looks(st.steps)
+        look_next = st.look = st.look_after
+        st.look_after = self.looks(st.steps + 1)
         if look_next or self.grads.active:
             self.grads.post_step(st, look_next)
-        for f in self._ev_post_step:
-            f(st)
-        self.captured.clear()
+        if self._ev_post_step:
+            for f in self._ev_post_step:
+                f(st)
+        if self.captured:
+            self.captured.clear()
         if st.primary:
-            self.step += 1
+            step = self.step = self.step + 1
             if self.wants_activations:
-                self.activation_due = self.step % self._activation_every == 0
-            if self.step == 2:
-                self.names.build()  # the model is known by now; name it while it is alive
-            if self._sampled_watch:
+                self.activation_due = step % self._activation_every == 0
+            if step >= self._rewatch_at:
                 self._rewatch()
-            if self.step % self.every == 0:
+            if step % self.every == 0:
                 self.flush()
-            if self.ranks.rank is None and (self.step == 1 or self.step % self.every == 0):
-                self.ranks.probe()  # a torchrun worker? (the process group may come later; once known, kept)
-            if self.step <= 2 or self._hook_stale:
-                self._hook_stale = False
-                self._update_forward_hook()
+                if self.ranks.rank is None:
+                    self.ranks.probe()  # a torchrun worker? (the process group may come later; once known, kept)
+            if step <= 2 or self._hook_stale:
+                self._early_or_stale(step)
+
+    def _early_or_stale(self, step: int) -> None:
+        if step == 1 and self.ranks.rank is None:
+            self.ranks.probe()
+        if step == 2:
+            self.names.build()  # the model is known by now; name it while it is alive
+        self._hook_stale = False
+        self._update_forward_hook()
 
     def looks(self, step: int) -> bool:
         """Are the gradients of an optimizer's step `step` (0-based) looked at? Every step of the first
@@ -601,34 +630,48 @@ class Monitor:
         st = self.loaders.get(loader)
         if st is None:
             self._loader_keys += 1
-            st = LoaderState(self._loader_keys, None)
+            st = LoaderState(self._loader_keys, None, list(self._ev_batch))
             self.loaders[loader] = st
-        st.full = getattr(loader, "batch_size", None)
+        full = getattr(loader, "batch_size", None)
+        st.full = full if isinstance(full, int) else None
         st.epoch += 1
         st.batch = -1
         self.iters[it] = st
 
-    def batch(self, it, batch) -> None:
-        last = self._last_iter
-        st = last[1] if last is not None and last[0]() is it else self.iters.get(it)
+    def _iter_state(self, it) -> LoaderState:
+        st = self.iters.get(it)
         if st is None:  # iterator created before watching began
             self._loader_keys += 1
             sampler = getattr(it, "_index_sampler", None)
-            st = LoaderState(self._loader_keys, getattr(sampler, "batch_size", None))
+            st = LoaderState(self._loader_keys, getattr(sampler, "batch_size", None), list(self._ev_batch))
             st.epoch = 1
             self.iters[it] = st
-        if last is None or last[1] is not st:
-            self._last_iter = (weakref.ref(it), st)  # the iterator of the batches that follow (weakly)
+        self._last_iter = (weakref.ref(it), st)  # the iterator of the batches that follow (weakly)
+        return st
+
+    def batch(self, it, batch) -> None:
+        last = self._last_iter
+        st = last[1] if last is not None and last[0]() is it else self._iter_state(it)
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
-        full = st.full if isinstance(st.full, int) else None
-        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), full)
-        if self._ev_batch or self._ev_bad_loss:
-            where = self.current_place = BatchPlace(st.key, st.epoch, st.batch, self.step, self._epoch_of)
-            self.current_data = batch if self._ev_bad_loss else None
-            for f in self._ev_batch:
-                f(batch, where)
+        # (the batch itself is kept, by reference, only for a check reading it at a non-finite loss)
+        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), st.full, self.step,
+                              batch if self._ev_bad_loss else None)
+        self.current_place = None
+        if st.listeners:
+            where = self.place()
+            for f in tuple(st.listeners):
+                if f(batch, where) is False:  # no more batches of this DataLoader wanted
+                    st.listeners.remove(f)
+
+    def place(self) -> Optional[BatchPlace]:
+        """Where the batch in use comes from (built when a check asks; one object per batch)."""
+        where = self.current_place
+        if where is None and self.current_batch is not None:
+            st, pass_no, batch, _, _, step, _ = self.current_batch
+            where = self.current_place = BatchPlace(st.key, pass_no, batch, step, self._epoch_of)
+        return where
 
     def epoch(self) -> Optional[int]:
         return self.current_epoch

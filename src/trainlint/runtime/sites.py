@@ -11,7 +11,7 @@ import os
 import sys
 import sysconfig
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,9 @@ class SiteFinder:
         self._lib = tuple(sorted(lib))
         self._cache: Dict[Tuple[int, int], Tuple[object, Site]] = {}
         self._skipped_code: Dict[int, Tuple[object, bool]] = {}
+        self._memo_code: Any = None  # (see `at`) the code object and line of the last frame asked about
+        self._memo_line = -1
+        self._memo_site = UNKNOWN
 
     def _is_skipped(self, filename: str) -> bool:
         return filename.startswith("<frozen") or filename.startswith(self._skip)
@@ -109,6 +112,22 @@ class SiteFinder:
             frame = sys._getframe(depth + 1)
         except ValueError:
             return UNKNOWN
+        return self.at(frame)
+
+    def at(self, frame: Any) -> Site:
+        """The user site for `frame` (the frame itself, or the first one outward that is not torch's,
+        trainlint's or runpy's). The same frame line as the last call (a loop's backward(), every step)
+        is answered from a one-entry memo."""
+        code = frame.f_code
+        if code is self._memo_code and frame.f_lineno == self._memo_line:
+            return self._memo_site
+        line = frame.f_lineno
+        site = self._walk(frame)
+        if not self._skipped_code[id(code)][1]:  # (a skipped frame's line says nothing of the user's)
+            self._memo_code, self._memo_line, self._memo_site = code, line, site
+        return site
+
+    def _walk(self, frame: Any) -> Site:
         # skip torch/trainlint/runpy frames (decided once per code object), then cache on the first
         # other frame. Called for every loss: code objects are keyed by id (hashing a code object hashes
         # its constants each time), with the code object kept alongside so that an id is never reused

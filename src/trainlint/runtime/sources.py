@@ -6,7 +6,8 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
   (installed and removed on the sink's request: `want_forward(bool)`);
 - global optimizer step pre/post hooks                           -> sink.pre_step(opt, closure),
                                                                     sink.post_step(opt)
-- wrappers on `torch.Tensor.backward` and `torch.autograd.backward` -> sink.backward_start(loss, implicit),
+- wrappers on `torch.Tensor.backward` and `torch.autograd.backward` -> sink.backward_start(loss, implicit,
+                                                                    calling frame),
                                                                     sink.backward_end()
 - wrappers on `DataLoader.__iter__` and `_BaseDataLoaderIter.__next__` -> sink.loader_iter(loader, it),
                                                                     sink.batch(it, batch)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from sys import _getframe
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
@@ -266,7 +268,7 @@ class Sources:
                 return orig(self, gradient, *args, **kwargs)
             tls.depth = 1
             try:
-                src._start(self, gradient is None)
+                src._start(self, gradient is None, _getframe(1))
                 return orig(self, gradient, *args, **kwargs)
             finally:
                 tls.depth = 0
@@ -293,7 +295,8 @@ class Sources:
                         grad_tensors_given = grad_tensors is not None
                 else:
                     grad_tensors_given = grad_tensors is not None
-                src._start(loss if isinstance(loss, torch.Tensor) else None, not grad_tensors_given)
+                src._start(loss if isinstance(loss, torch.Tensor) else None, not grad_tensors_given,
+                           _getframe(1))
                 return orig(tensors, grad_tensors, *args, **kwargs)
             finally:
                 tls.depth = 0
@@ -301,10 +304,10 @@ class Sources:
 
         return backward
 
-    def _start(self, tensor: Optional[torch.Tensor], implicit: bool) -> None:
+    def _start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any) -> None:
         sink = self.sink
         try:  # (the wrappers checked that the sink is open)
-            sink.backward_start(tensor, implicit)
+            sink.backward_start(tensor, implicit, caller)
         except Exception as exc:  # pragma: no cover - defensive
             sink.internal(exc)
 

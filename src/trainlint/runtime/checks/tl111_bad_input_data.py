@@ -63,11 +63,13 @@ class BadInputData(Check):
         self.scaled: List[Tuple[BatchPlace, List[float], float, List[int]]] = []
         self.sites: Dict[int, Any] = {}  # loader key -> the line iterating it
 
-    def on_batch(self, batch: Any, where: BatchPlace) -> None:
+    def on_batch(self, batch: Any, where: BatchPlace) -> Optional[bool]:
         immediate = self.ctx.immediate
         sc = self.scales.get(where.loader)
         if immediate and sc is not None and (sc.done or sc.asked >= self.scale_batches):
-            return  # the usual batch on the CPU: scales measured, NaN/Inf looked for only on a bad loss
+            # on the CPU, once its scales are measured: NaN/Inf is looked for only on a bad loss, and
+            # this DataLoader's later batches need not be shown
+            return False
         x = first_float_tensor(batch)
         if x is None or len(self.pending) >= _PENDING_MAX:
             return
