@@ -84,7 +84,7 @@ class OptState:
 
 
 class LoaderState:
-    __slots__ = ("key", "epoch", "batch", "full", "listeners", "__weakref__")
+    __slots__ = ("key", "epoch", "batch", "full", "listeners", "pass_of_epoch", "train_epoch", "__weakref__")
 
     def __init__(self, key: int, full: Any, listeners: List[Any]):
         self.key = key
@@ -92,6 +92,8 @@ class LoaderState:
         self.batch = -1
         self.full = full if isinstance(full, int) else None  # the DataLoader's batch size
         self.listeners = listeners  # the checks' on_batch still wanting this DataLoader's batches
+        self.pass_of_epoch = 0  # the pass whose training epoch is `train_epoch` (see Monitor._training_epoch)
+        self.train_epoch: Optional[int] = None
 
 
 _SCALING_OPS = ("DivBackward0", "MulBackward0")
@@ -104,6 +106,26 @@ def _scaled_from(t: torch.Tensor, src: torch.Tensor) -> bool:
         return False
     nexts = [f for f, _ in fn.next_functions if f is not None]
     return len(nexts) == 1 and nexts[0] is base
+
+
+_isfinite = math.isfinite
+
+
+def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
+    """The record of a loss kept as (value or device tensor, index, step, epoch, batch in use, site,
+    classes, cross-entropy value) by `Monitor._record_loss`."""
+    value, index, step, epoch, cb, site, classes, ce_value = p
+    if cb is not None:
+        rec = LossRecord(index, step, epoch, cb[0].key, cb[2], cb[3], cb[4], site)
+    else:
+        rec = LossRecord(index, step, None, None, None, None, None, site)
+    if isinstance(value, float):
+        rec.value = value
+    else:
+        rec.tensor = value
+    rec.classes = classes
+    rec.ce_value = ce_value
+    return rec
 
 
 def _fan_out(fns: List[Any]) -> Any:
@@ -146,7 +168,8 @@ class Monitor:
         self._merged: Optional[List[Any]] = None
         self.step = 0  # completed steps of the primary optimizer
         self.loss_count = 0
-        self.losses_pending: List[LossRecord] = []
+        self.losses_pending: List[Any] = []  # LossRecords, or tuples the flush makes into records
+        self._loss_flush_at = 4 * self.every  # losses pending without an optimizer step: flush anyway
         self.steps_pending: List[StepRecord] = []
         self.opts: "weakref.WeakKeyDictionary[Any, OptState]" = weakref.WeakKeyDictionary()
         self.opt_states: List[OptState] = []
@@ -333,20 +356,21 @@ class Monitor:
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any = None) -> None:
         if self.grads.active:
             self.grads.backward_start()
-        for f in self._ev_backward_start:
-            f()
+        if self._ev_backward_start:
+            for f in self._ev_backward_start:
+                f()
         if tensor is None or not implicit or tensor.numel() != 1 or not tensor.is_floating_point():
             return
         scaled = self._last_scaled
-        self._last_scaled = None
-        if scaled is not None and scaled[0] is tensor:
-            tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
-        site = self.sites.at(caller) if caller is not None else self.sites.find(1)
-        self.last_loss_site = site
+        if scaled is not None:
+            self._last_scaled = None
+            if scaled[0] is tensor:
+                tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
+        site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
         ce = self._last_ce
-        self._last_ce = None
-        classes, ce_value = None, None
+        classes = ce_value = None
         if ce is not None:
+            self._last_ce = None
             if ce[0] is tensor:
                 classes = ce[1]
             elif _scaled_from(tensor, ce[0]):
@@ -358,53 +382,67 @@ class Monitor:
     def backward_end(self) -> None:
         if self.grads.active:
             self.grads.backward_end()
-        for f in self._ev_backward_end:
-            f()
-        self.captured.clear()
+        if self._ev_backward_end:
+            for f in self._ev_backward_end:
+                f()
+        if self.captured:
+            self.captured.clear()
         self._last_clip = None  # a clip norm belongs to the gradients of the last backward
 
     def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
                      ce_value: Optional[torch.Tensor] = None) -> None:
+        """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_records`), unless
+        it is non-finite and read as it came: then the record is built at once, for the checks that look
+        at the batch and the module outputs while they are still there."""
         cb = self.current_batch
+        epoch = None
         if cb is not None:
-            st, pass_no, batch, size, full = cb[:5]
-            epoch = self._epoch_of.get((st.key, pass_no))
-            if epoch is None:
-                epoch = self._epoch_of[(st.key, pass_no)] = len(self._epoch_of) + 1
-            self.current_epoch = epoch
-            rec = LossRecord(self.loss_count, self.step, epoch, st.key, batch, size, full, site)
-        else:
-            rec = LossRecord(self.loss_count, self.step, None, None, None, None, None, site)
-        rec.classes = classes
+            st = cb[0]
+            if st.pass_of_epoch != cb[1]:  # the first loss of this pass over the DataLoader
+                self._training_epoch(st, cb[1])
+            epoch = self.current_epoch = st.train_epoch
+        index = self.loss_count
+        self.loss_count = index + 1
+        immediate = self.immediate
+        if immediate is None:
+            immediate = self.immediate = t.device.type == "cpu" or self.every == 1
         if ce_value is not None:
-            rec.ce_value = float(ce_value) if (self.immediate or (self.immediate is None and ce_value.device.type == "cpu")) \
-                else ce_value.reshape(())
-        self.loss_count += 1
-        if self.immediate is None:
-            self.immediate = t.device.type == "cpu" or self.every == 1
-        if self.immediate or self.armed > 0:
+            ce_value = float(ce_value) if immediate else ce_value.reshape(())
+        if immediate or self.armed > 0:
             v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
-            rec.value = v
             if self.armed > 0:
                 self.armed -= 1
                 if self.armed == 0:
                     self._hook_stale = True  # capturing may stop
-            if not math.isfinite(v):
-                if not self.localised:
-                    self._scan(rec)
-                if not self._params_looked and rec.step >= 1 and self._finite_step == rec.step - 1:
-                    self._params_at_first_bad_loss()
-                if self._ev_bad_loss:
-                    where, cb = self.place(), self.current_batch
-                    for f in self._ev_bad_loss:
-                        f(rec, where, cb[6] if cb is not None else None)
+            if _isfinite(v):
+                self._finite_step = self.step
+                self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_value))
             else:
-                self._finite_step = rec.step
+                rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_value))
+                self.losses_pending.append(rec)
+                self._bad_loss(rec)
         else:
-            rec.tensor = t.detach().reshape(())
-        self.losses_pending.append(rec)
-        if len(self.losses_pending) >= 4 * self.every and not self.steps_pending:
+            self.losses_pending.append((t.detach().reshape(()), index, self.step, epoch, cb, site, classes, ce_value))
+        if len(self.losses_pending) >= self._loss_flush_at and not self.steps_pending:
             self.flush()  # backward without optimizer steps: flush anyway
+
+    def _training_epoch(self, st: LoaderState, pass_no: int) -> None:
+        """A pass over a DataLoader whose batches reach backward(): a training epoch, numbered in order."""
+        epoch = self._epoch_of.get((st.key, pass_no))
+        if epoch is None:
+            epoch = self._epoch_of[(st.key, pass_no)] = len(self._epoch_of) + 1
+        st.pass_of_epoch, st.train_epoch = pass_no, epoch
+
+    def _bad_loss(self, rec: LossRecord) -> None:
+        """A non-finite loss read as it came."""
+        if not self.localised:
+            self._scan(rec)
+        if not self._params_looked and rec.step >= 1 and self._finite_step == rec.step - 1:
+            self._params_at_first_bad_loss()
+        if self._ev_bad_loss:
+            where, cb = self.place(), self.current_batch
+            for f in self._ev_bad_loss:
+                f(rec, where, cb[6] if cb is not None else None)
 
     def _scan(self, rec: LossRecord) -> None:
         """The loss of this step is non-finite: find the first module (in the order the forward passes
@@ -687,6 +725,7 @@ class Monitor:
         steps, self.steps_pending = self.steps_pending, []
         if not losses and not steps and self.step == 0:
             return
+        losses = [r if type(r) is LossRecord else _loss_record(r) for r in losses]
         with torch.no_grad():
             transfer.fetch_losses(losses)
             transfer.fetch_norms(steps)
