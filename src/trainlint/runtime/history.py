@@ -38,28 +38,40 @@ class History:
         self._step_n = array("l")
         self._step_bad = array("l")  # non-finite losses per step
 
-    def add_loss(self, r: LossRecord) -> None:
-        sid = self._site_ids.get(r.site)
-        if sid is None:
-            sid = self._site_ids[r.site] = len(self.sites)
-            self.sites.append(r.site)
-        self.loss_index.append(r.index)
-        self.loss_step.append(r.step)
-        self.loss_epoch.append(r.epoch or 0)
-        self.loss_value.append(r.value)
-        self.loss_size.append(r.size or 0)
-        self.loss_full.append(r.full or 0)
-        self.loss_site.append(sid)
-        if r.step >= 0:
-            while len(self._step_sum) <= r.step:
-                self._step_sum.append(0.0)
-                self._step_n.append(0)
-                self._step_bad.append(0)
-            if math.isfinite(r.value):
-                self._step_sum[r.step] += r.value
-                self._step_n[r.step] += 1
+    def add_losses(self, records: List[LossRecord]) -> None:
+        """The losses of a flush, in order."""
+        if not records:
+            return
+        site_ids = self._site_ids
+        sids = []
+        for r in records:
+            sid = site_ids.get(r.site)
+            if sid is None:
+                sid = site_ids[r.site] = len(self.sites)
+                self.sites.append(r.site)
+            sids.append(sid)
+        self.loss_index.extend([r.index for r in records])
+        self.loss_step.extend([r.step for r in records])
+        self.loss_epoch.extend([r.epoch or 0 for r in records])
+        self.loss_value.extend([r.value for r in records])
+        self.loss_size.extend([r.size or 0 for r in records])
+        self.loss_full.extend([r.full or 0 for r in records])
+        self.loss_site.extend(sids)
+        step_sum, step_n, step_bad = self._step_sum, self._step_n, self._step_bad
+        isfinite = math.isfinite
+        for r in records:
+            step = r.step
+            if step < 0:
+                continue
+            while len(step_n) <= step:
+                step_sum.append(0.0)
+                step_n.append(0)
+                step_bad.append(0)
+            if isfinite(r.value):
+                step_sum[step] += r.value
+                step_n[step] += 1
             else:
-                self._step_bad[r.step] += 1
+                step_bad[step] += 1
 
     def add_step(self, r: StepRecord) -> None:
         steps, norms = self.norms.setdefault(r.opt.label, (array("l"), array("d")))

@@ -128,6 +128,14 @@ def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
     return rec
 
 
+def _classes(loss: torch.Tensor, scores: Any) -> Optional[int]:
+    """C, for a reduced cross-entropy/NLL loss over class scores (N, C, ...) or (C,)."""
+    if not isinstance(scores, torch.Tensor) or loss.dim() != 0 or scores.dim() == 0:
+        return None
+    classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
+    return classes if classes >= 2 else None
+
+
 def _fan_out(fns: List[Any]) -> Any:
     def callback(mod, inp):
         for f in fns:
@@ -197,9 +205,10 @@ class Monitor:
         self.captured: List[Tuple[Any, Any, Any]] = []
         self._last_scaled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._last_clip: Optional[torch.Tensor] = None
-        self._last_ce: Optional[Tuple[torch.Tensor, int]] = None
+        self._last_ce: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (loss, class scores)
         self.attached = False
         self.closed = False
+        self.draining = False  # a flush for findings wanted now (see `flush`)
         self.errors: List[str] = []
         self.started: Optional[float] = None  # wall-clock time of attach() and detach(), for the report
         self.ended: Optional[float] = None
@@ -285,7 +294,9 @@ class Monitor:
         need = (self.step < 2 or self._capturing()) and not self.closed
         hook = self.forward if self.step < 2 else self.capture
         if need != self.sources.forward_installed or (need and self.sources.forward_hook != hook):
-            self.sources.want_forward(need, hook, light=hook == self.capture)
+            capture = hook == self.capture  # (recorded by the sources' wrapper itself, into `captured`)
+            self.sources.want_forward(need, hook, light=capture, into=self.captured if capture else None,
+                                      limit=_CAPTURE_LIMIT)
             if not need:
                 self.captured.clear()
 
@@ -372,11 +383,13 @@ class Monitor:
         if ce is not None:
             self._last_ce = None
             if ce[0] is tensor:
-                classes = ce[1]
+                classes = _classes(tensor, ce[1])
             elif _scaled_from(tensor, ce[0]):
                 # the cross-entropy divided or multiplied by a constant on its way to backward()
                 # (Lightning's `loss / accumulate_grad_batches`): judge the cross-entropy's own value
-                classes, ce_value = ce[1], ce[0].detach()
+                classes = _classes(ce[0], ce[1])
+                if classes is not None:
+                    ce_value = ce[0].detach()
         self._record_loss(tensor, site, classes, ce_value)
 
     def backward_end(self) -> None:
@@ -483,10 +496,11 @@ class Monitor:
         self._last_clip = total.detach()
 
     def classified(self, loss: torch.Tensor, scores: torch.Tensor) -> None:
-        """A cross-entropy/NLL loss over class scores (N, C, ...) or (C,): remember C for that loss."""
-        if loss.dim() == 0 and scores.dim() >= 1:
-            classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
-            self._last_ce = (loss, classes) if classes >= 2 else None
+        """A cross-entropy/NLL loss over class scores: kept (by reference) until the next backward(),
+        which reads the number of classes if that loss is the one it runs on (see `_classes`). An
+        unreduced one (per-sample values, for logging) is not the loss: it replaces nothing."""
+        if loss.dim() == 0:
+            self._last_ce = (loss, scores)
 
     # ------------------------------------------------------------------ softmax / sigmoid
     def activation(self, kind: str, x: Any, out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
@@ -719,8 +733,17 @@ class Monitor:
         return len(self._epoch_of)
 
     # ------------------------------------------------------------------ flush: device -> host, checks
-    def flush(self) -> None:
-        """Copy the pending device values to the host (one transfer per device) and feed the checks."""
+    def flush(self, drain: bool = False) -> None:
+        """Copy the pending device values to the host (one transfer per device) and feed the checks.
+        `drain`: the findings are wanted now (the end of the run, or `diagnostics()`): the checks that
+        judge their looks in blocks judge what they hold too (`draining`)."""
+        self.draining = drain
+        try:
+            self._flush()
+        finally:
+            self.draining = False
+
+    def _flush(self) -> None:
         losses, self.losses_pending = self.losses_pending, []
         steps, self.steps_pending = self.steps_pending, []
         if not losses and not steps and self.step == 0:
@@ -731,8 +754,7 @@ class Monitor:
             transfer.fetch_norms(steps)
             param_checks = self._check_params()
         h = self.history
-        for r in losses:
-            h.add_loss(r)
+        h.add_losses(losses)
         for r in steps:
             h.add_step(r)
         for r in losses:
@@ -791,7 +813,7 @@ class Monitor:
         """Flush what is pending, let the checks finish, detach everything."""
         try:
             if not self.closed:
-                self.flush()
+                self.flush(drain=True)
                 for f in self._ev_finish:
                     f()
         except Exception as exc:  # pragma: no cover - defensive
@@ -804,7 +826,7 @@ class Monitor:
         findings merged (each naming its rank), on the other ranks their own (also sent to rank 0)."""
         if not self.closed:
             try:
-                self.flush()
+                self.flush(drain=True)
             except Exception as exc:  # pragma: no cover - defensive
                 self.internal(exc)
         elif self._merged is not None:

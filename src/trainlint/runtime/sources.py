@@ -200,36 +200,54 @@ class Sources:
     def forward_installed(self) -> bool:
         return self._fwd_handle is not None
 
-    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None, light: bool = False) -> None:
+    def want_forward(self, on: bool, hook: Optional[Callable[..., None]] = None, light: bool = False,
+                     into: Optional[List[Any]] = None, limit: int = 0) -> None:
         """Install (or replace by `hook`, default `sink.forward`) or remove the forward hook: called with
         (module, positional inputs, output) after each module call.
 
         A global forward hook sends every module call down `Module._call_impl`'s slow path (~2 us a
         call); `light` wraps `Module._call_impl` itself instead (one Python call more, the fast path
-        kept), for a hook that only records."""
+        kept), for a hook that only records. With `into` (and `light`), the wrapper records without
+        calling `hook`: it appends (module, inputs, output) to that list itself while gradients are
+        enabled, and drops its older half beyond `limit` entries."""
         hook = hook or self.sink.forward
         if self._fwd_handle is not None and (not on or hook != self.forward_hook):
             self._fwd_handle.remove()
             self._fwd_handle = None
             self.forward_hook = None
         if on and self._fwd_handle is None:
-            self._fwd_handle = (self._wrap_call_impl(hook) if light and _call_impl_wrappable()
-                                else _register_forward(hook))
+            if light and _call_impl_wrappable():
+                self._fwd_handle = self._wrap_call_impl(hook, into, limit)
+            else:
+                self._fwd_handle = _register_forward(hook)
             self.forward_hook = hook
 
-    def _wrap_call_impl(self, hook: Callable[..., None]) -> Any:
+    def _wrap_call_impl(self, hook: Callable[..., None], into: Optional[List[Any]], limit: int) -> Any:
         from torch.nn.modules.module import Module
 
         orig = Module.__dict__["_call_impl"]
         sink = self.sink
 
-        def _call_impl(module, *args, **kwargs):
-            out = orig(module, *args, **kwargs)
-            try:
-                hook(module, args, out)
-            except Exception as exc:  # pragma: no cover - defensive
-                sink.internal(exc)
-            return out
+        if into is not None:
+            grad_enabled = torch.is_grad_enabled
+            append = into.append
+            half = max(limit // 2, 1)
+
+            def _call_impl(module, *args, **kwargs):
+                out = orig(module, *args, **kwargs)
+                if grad_enabled() and not sink.closed:
+                    append((module, args, out))
+                    if len(into) > limit:
+                        del into[:half]
+                return out
+        else:
+            def _call_impl(module, *args, **kwargs):
+                out = orig(module, *args, **kwargs)
+                try:
+                    hook(module, args, out)
+                except Exception as exc:  # pragma: no cover - defensive
+                    sink.internal(exc)
+                return out
 
         Module._call_impl = _call_impl
         return _CallImplHandle(Module, orig, _call_impl)

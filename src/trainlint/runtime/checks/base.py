@@ -143,6 +143,9 @@ def median(values) -> float:
     return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
 
 
+_LOOKS_PER_JUDGE = 64
+
+
 class SustainedFraction:
     """A fraction looked at again and again (dead units, saturated outputs): found when it is at least
     `fraction` in `needed` looks in a row, having been below it at the first look. `found` is the look
@@ -195,6 +198,13 @@ class FractionLooks(Check):
         raise NotImplementedError
 
     def on_flush(self) -> None:
+        # a look's value is a few device numbers, and what it shows lasts (dead units stay dead): the
+        # looks are judged in blocks of `_LOOKS_PER_JUDGE`, one transfer each, and when the findings
+        # are wanted (the end of the run, `diagnostics()`)
+        if len(self.pending) >= _LOOKS_PER_JUDGE or self.ctx.draining:
+            self._judge()
+
+    def _judge(self) -> None:
         pending, self.pending = self.pending, []
         if not pending:
             return
@@ -202,10 +212,10 @@ class FractionLooks(Check):
             s.observe(step, epoch, v, self.fraction, self.needed)
 
     def finish(self) -> None:
-        self.on_flush()
+        self._judge()
 
     def found(self) -> List[Any]:
         """The states whose fraction was sustained (the looks still pending are judged first)."""
         if self.pending and not self.ctx.closed:
-            self.on_flush()
+            self._judge()
         return [s for s in self.states.values() if s.found is not None]
