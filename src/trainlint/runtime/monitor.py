@@ -209,6 +209,7 @@ class Monitor:
         self.attached = False
         self.closed = False
         self.draining = False  # a flush for findings wanted now (see `flush`)
+        self.wants_backward_end = False  # backward_end() wanted (see there; set once the checks are known)
         self.errors: List[str] = []
         self.started: Optional[float] = None  # wall-clock time of attach() and detach(), for the report
         self.ended: Optional[float] = None
@@ -222,6 +223,7 @@ class Monitor:
 
         self._ev_backward_start = listeners("on_backward_start")
         self._ev_backward_end = listeners("on_backward_end")
+        self._want_backward_end()
         self._ev_optimizer = listeners("on_optimizer")
         self._ev_pre_step = listeners("on_pre_step")
         self._ev_post_step = listeners("on_post_step")
@@ -365,6 +367,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any = None) -> None:
+        self._last_clip = None  # a clip norm belongs to the gradients of the last backward
         if self.grads.active:
             self.grads.backward_start()
         if self._ev_backward_start:
@@ -393,14 +396,16 @@ class Monitor:
         self._record_loss(tensor, site, classes, ce_value)
 
     def backward_end(self) -> None:
+        """Called only while `wants_backward_end` is true: the gradient tracker is active (around a look), or
+        a check listens."""
         if self.grads.active:
             self.grads.backward_end()
         if self._ev_backward_end:
             for f in self._ev_backward_end:
                 f()
-        if self.captured:
-            self.captured.clear()
-        self._last_clip = None  # a clip norm belongs to the gradients of the last backward
+
+    def _want_backward_end(self) -> None:
+        self.wants_backward_end = bool(self.grads.active or self._ev_backward_end)
 
     def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
                      ce_value: Optional[torch.Tensor] = None) -> None:
@@ -430,6 +435,8 @@ class Monitor:
             if _isfinite(v):
                 self._finite_step = self.step
                 self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_value))
+                if self.captured:
+                    self.captured.clear()  # a finite loss: its forward's outputs are not needed
             else:
                 rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_value))
                 self.losses_pending.append(rec)
@@ -586,6 +593,7 @@ class Monitor:
         st.look_after = self.looks(st.steps + 1)
         if look_next or self.grads.active:
             self.grads.post_step(st, look_next)
+            self._want_backward_end()
         if self._ev_post_step:
             for f in self._ev_post_step:
                 f(st)

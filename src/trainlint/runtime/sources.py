@@ -8,7 +8,8 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
                                                                     sink.post_step(opt)
 - wrappers on `torch.Tensor.backward` and `torch.autograd.backward` -> sink.backward_start(loss, implicit,
                                                                     calling frame),
-                                                                    sink.backward_end()
+                                                                    sink.backward_end() (only while
+                                                                    `sink.wants_backward_end`)
 - wrappers on `DataLoader.__iter__` and `_BaseDataLoaderIter.__next__` -> sink.loader_iter(loader, it),
                                                                     sink.batch(it, batch)
 - a wrapper on `torch.amp.GradScaler.scale`                      -> sink.scaled(scaled, unscaled)
@@ -279,18 +280,24 @@ class Sources:
     def _wrap_tensor_backward(self, orig):
         src = self
 
+        sink = self.sink
+
         @functools.wraps(orig)
         def backward(self, gradient=None, *args, **kwargs):
             tls = src._tls
-            if src.sink.closed or getattr(tls, "depth", 0):
+            if sink.closed or getattr(tls, "depth", 0):
                 return orig(self, gradient, *args, **kwargs)
             tls.depth = 1
             try:
-                src._start(self, gradient is None, _getframe(1))
+                try:  # (`_guarded`, inlined: this runs at every step)
+                    sink.backward_start(self, gradient is None, _getframe(1))
+                except Exception as exc:  # pragma: no cover - defensive
+                    sink.internal(exc)
                 return orig(self, gradient, *args, **kwargs)
             finally:
                 tls.depth = 0
-                src._end()
+                if sink.wants_backward_end:
+                    src._end()
 
         return backward
 
@@ -318,7 +325,8 @@ class Sources:
                 return orig(tensors, grad_tensors, *args, **kwargs)
             finally:
                 tls.depth = 0
-                src._end()
+                if src.sink.wants_backward_end:
+                    src._end()
 
         return backward
 
