@@ -40,6 +40,7 @@ is_grad_enabled = torch.is_grad_enabled
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
+_JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
 
 
@@ -201,6 +202,8 @@ class Monitor:
         self.localised = False
         self._hook_stale = False  # what the forward hook must do may have changed (see post_step)
         self._finite_step = -1  # the last step with a finite loss (losses read as they come: CPU)
+        self._levels: Dict[Site, float] = {}  # backward() line -> recent level of its loss (moving average)
+        self._jumped = False  # a loss of the step in progress jumped above its level: look at the step
         self._params_looked = False  # the parameters were checked at the first non-finite loss
         self.captured: List[Tuple[Any, Any, Any]] = []
         self._last_scaled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -434,6 +437,15 @@ class Monitor:
                     self._hook_stale = True  # capturing may stop
             if _isfinite(v):
                 self._finite_step = self.step
+                # a loss far above its line's recent level: the gradients of this step are looked at too
+                # (an explosion shows in the step it happens, whatever `grad-every` says)
+                level = self._levels.get(site)
+                if level is None:
+                    self._levels[site] = v
+                else:
+                    if v > _JUMP * level > 0.0:
+                        self._jumped = True
+                    self._levels[site] = level + 0.1 * (v - level)
                 self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_value))
                 if self.captured:
                     self.captured.clear()  # a finite loss: its forward's outputs are not needed
@@ -565,7 +577,7 @@ class Monitor:
                 f(st)
         if st.look_after:
             self.grads.before_step(st)  # the next step is a look
-        if st.look and not closure:  # a look (with a closure, at the end of the step)
+        if (st.look or self._jumped) and not closure:  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
 
     def _first_step(self, st: OptState, opt) -> None:
@@ -586,7 +598,7 @@ class Monitor:
             st.depth -= 1
             return
         st.depth = 0
-        if st.closure and st.look:
+        if st.closure and (st.look or self._jumped):
             self._record_step(st, opt)
         st.steps += 1
         look_next = st.look = st.look_after
@@ -600,6 +612,7 @@ class Monitor:
         if self.captured:
             self.captured.clear()
         if st.primary:
+            self._jumped = False
             step = self.step = self.step + 1
             if self.wants_activations:
                 self.activation_due = step % self._activation_every == 0

@@ -13,7 +13,7 @@ DEFAULTS: Dict[str, Any] = {
     "every": 50,
     # the gradients are looked at (norms: TL102/TL105/TL106; clearing: TL103/TL108) in the steps of each
     # optimizer numbered a multiple of this: reading every gradient is the largest cost per step
-    "grad-every": 4,
+    "grad-every": 8,
     # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
     # of the first `warmup-steps` gradient norms and losses)
     "warmup-steps": 20,
@@ -57,7 +57,7 @@ DEFAULTS: Dict[str, Any] = {
     "bn-min-batch": 4,
     # TL113: every `dead-every` steps, the fraction of a ReLU layer's units that output 0 for the whole
     # batch; reported when at least `dead-fraction` in `dead-checks` checks in a row
-    "dead-every": 10,
+    "dead-every": 20,
     "dead-fraction": 0.5,
     "dead-checks": 5,
     # TL114 (torchrun): every `replica-every` steps each rank publishes checksums of its parameters;
