@@ -412,7 +412,7 @@ class Monitor:
 
     def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
                      ce_value: Optional[torch.Tensor] = None) -> None:
-        """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_records`), unless
+        """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_record`), unless
         it is non-finite and read as it came: then the record is built at once, for the checks that look
         at the batch and the module outputs while they are still there."""
         cb = self.current_batch

@@ -12,7 +12,9 @@ DEFAULTS: Dict[str, Any] = {
     # how often (in optimizer steps) device-side scalars are copied to the host and checked
     "every": 50,
     # the gradients are looked at (norms: TL102/TL105/TL106; clearing: TL103/TL108) in the steps of each
-    # optimizer numbered a multiple of this: reading every gradient is the largest cost per step
+    # optimizer numbered a multiple of this (all of the first `warmup-steps`): reading every gradient is
+    # the largest cost per step. Where losses are read as they come (the CPU), a step whose loss jumps to
+    # 3x its recent level is looked at as well
     "grad-every": 8,
     # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
     # of the first `warmup-steps` gradient norms and losses)
