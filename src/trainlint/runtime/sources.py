@@ -279,7 +279,6 @@ class Sources:
     # ------------------------------------------------------------------ backward
     def _wrap_tensor_backward(self, orig):
         src = self
-
         sink = self.sink
 
         @functools.wraps(orig)
