@@ -311,15 +311,30 @@ def test_tl111_on_an_accelerator_checks_every_batch_on_the_device():
 
 
 # ------------------------------------------------------------------ the patches stay out of TorchScript's way
+def _probabilities(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softmax(x, dim=1)
+
+
 def test_torch_jit_script_compiles_under_watch_and_the_wrappers_come_back():
+    import warnings
+
     import torch.nn.functional as F
 
-    with watch(config=False) as w:
-        wrapped = F.cross_entropy
+    original = F.softmax
+    with watch(config=False, select=["TL1", "TL115"]) as w:  # TL115 wraps F.softmax
+        wrapped = F.softmax
+        assert wrapped is not original
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+: torch.jit.script is deprecated
+            scripted = torch.jit.script(_probabilities)
+        assert F.softmax is wrapped  # the originals were put back only while compiling
+        assert torch.allclose(scripted(torch.zeros(2, 4)), torch.full((2, 4), 0.25))
         S.scripted_loss(steps=5)
-        assert F.cross_entropy is wrapped  # the originals were put back only while compiling
-    assert F.cross_entropy is not wrapped and torch.jit.script.__module__.startswith("torch")
+    assert F.softmax is original and torch.jit.script.__module__.startswith("torch")
     assert w.monitor.errors == []
+    # the scripted module's cross-entropy is known as one (read from the autograd graph, not a wrapper)
+    (tl110,) = [c for c in w.monitor.checks if c.code == "TL110"]
+    assert [s.classes for s in tl110.series.values()] == [10]  # _classifier: 10 classes
 
 
 def test_a_step_that_calls_super_step_is_one_step_and_a_step_that_raised_does_not_stick():
@@ -437,3 +452,52 @@ def test_module_outputs_are_captured_without_a_global_forward_hook_and_module_ca
         assert not module_mod._global_forward_hooks  # the discovery hook of the first two steps is gone
     assert module_mod.Module.__dict__["_call_impl"] is call_impl and not module_mod._global_forward_hooks
     assert w.findings == []
+
+
+# ------------------------------------------------------------------ what a loss is, from its autograd graph
+def test_a_cross_entropy_is_recognised_from_its_graph_in_every_form_torch_computes_it():
+    import torch.nn.functional as F
+
+    from trainlint.runtime.tensors import cross_entropy_of
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, requires_grad=True)
+    y = torch.randint(0, 5, (8,))
+    probs = torch.softmax(torch.randn(8, 5), 1)
+    image = torch.randn(2, 5, 3, 3, requires_grad=True)
+    seg = torch.randint(0, 5, (2, 3, 3))
+    recognised = {
+        "indices": (F.cross_entropy(x, y), (5, 1.0)),
+        "class weights": (F.cross_entropy(x, y, weight=torch.rand(5)), (5, 1.0)),
+        "segmentation (N, C, H, W)": (F.cross_entropy(image, seg), (5, 1.0)),
+        "nll of log_softmax": (F.nll_loss(F.log_softmax(x, 1), y), (5, 1.0)),
+        "label smoothing": (F.cross_entropy(x, y, label_smoothing=0.1), (5, 1.0)),
+        "probabilities (mixup)": (F.cross_entropy(x, probs), (5, 1.0)),
+        "divided by 4 (Lightning)": (F.cross_entropy(x, y) / 4, (5, 4.0)),
+        "times 0.5": (0.5 * F.cross_entropy(x, y), (5, 2.0)),
+    }
+    for name, (loss, expected) in recognised.items():
+        assert cross_entropy_of(loss) == expected, name
+    learned = torch.ones((), requires_grad=True)
+    not_one = {
+        "sum-reduced (not comparable with ln C)": F.cross_entropy(x, y, reduction="sum"),
+        "per-sample, then averaged by hand": F.cross_entropy(x, y, reduction="none").mean(),
+        "cross-entropy plus another term": F.cross_entropy(x, y) + 0.1 * (x ** 2).mean(),
+        "weighted sum of two terms": 0.9 * F.cross_entropy(x, y) + 0.1 * (x ** 2).mean(),
+        "times a learned weight": F.cross_entropy(x, y) * learned,
+        "soft cross-entropy written by hand": torch.sum(-probs * F.log_softmax(x, dim=-1), dim=-1).mean(),
+        "binary cross-entropy": F.binary_cross_entropy_with_logits(x, torch.rand(8, 5)),
+        "mse": F.mse_loss(x, torch.zeros(8, 5)),
+        "one class": F.cross_entropy(torch.randn(4, 1, requires_grad=True), torch.zeros(4, dtype=torch.long)),
+        "no graph": F.cross_entropy(x.detach(), y),
+    }
+    for name, loss in not_one.items():
+        assert cross_entropy_of(loss) is None, name
+
+
+def test_a_scaled_cross_entropy_is_judged_at_its_own_value_on_the_accelerator_path_too():
+    with watch(config=False) as w:
+        w.monitor.immediate = False  # values kept as tensors and read at the flush, as on CUDA
+        S.lr_too_high(divide_by=4.0)
+    d = only(w.findings, "TL110")
+    assert abs(d.runtime["evidence"]["median_loss"] - math.log(10)) < 0.1 * math.log(10)

@@ -33,7 +33,7 @@ from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRe
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.checks.base import ordinal
 from trainlint.runtime.sources import Sources
-from trainlint.runtime.tensors import batch_size_of, foreach_norms, grouped, nonfinite
+from trainlint.runtime.tensors import batch_size_of, cross_entropy_of, foreach_norms, grouped, nonfinite
 
 is_grad_enabled = torch.is_grad_enabled
 
@@ -97,44 +97,26 @@ class LoaderState:
         self.train_epoch: Optional[int] = None
 
 
-_SCALING_OPS = ("DivBackward0", "MulBackward0")
-
-
-def _scaled_from(t: torch.Tensor, src: torch.Tensor) -> bool:
-    """Is `t` = `src` divided or multiplied by a constant (one autograd node, metadata only)?"""
-    fn, base = t.grad_fn, src.grad_fn
-    if fn is None or base is None or type(fn).__name__ not in _SCALING_OPS:
-        return False
-    nexts = [f for f, _ in fn.next_functions if f is not None]
-    return len(nexts) == 1 and nexts[0] is base
-
-
 _isfinite = math.isfinite
 
 
 def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
     """The record of a loss kept as (value or device tensor, index, step, epoch, batch in use, site,
-    classes, cross-entropy value) by `Monitor._record_loss`."""
-    value, index, step, epoch, cb, site, classes, ce_value = p
+    classes, cross-entropy scale) by `Monitor._record_loss`."""
+    value, index, step, epoch, cb, site, classes, ce_scale = p
     if cb is not None:
         rec = LossRecord(index, step, epoch, cb[0].key, cb[2], cb[3], cb[4], site)
     else:
         rec = LossRecord(index, step, None, None, None, None, None, site)
+    rec.classes = classes
+    rec.ce_scale = ce_scale
     if isinstance(value, float):
         rec.value = value
+        if ce_scale is not None:
+            rec.ce_value = value * ce_scale
     else:
         rec.tensor = value
-    rec.classes = classes
-    rec.ce_value = ce_value
     return rec
-
-
-def _classes(loss: torch.Tensor, scores: Any) -> Optional[int]:
-    """C, for a reduced cross-entropy/NLL loss over class scores (N, C, ...) or (C,)."""
-    if not isinstance(scores, torch.Tensor) or loss.dim() != 0 or scores.dim() == 0:
-        return None
-    classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
-    return classes if classes >= 2 else None
 
 
 def _fan_out(fns: List[Any]) -> Any:
@@ -208,7 +190,6 @@ class Monitor:
         self.captured: List[Tuple[Any, Any, Any]] = []
         self._last_scaled: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._last_clip: Optional[torch.Tensor] = None
-        self._last_ce: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (loss, class scores)
         self.attached = False
         self.closed = False
         self.draining = False  # a flush for findings wanted now (see `flush`)
@@ -279,7 +260,6 @@ class Monitor:
         self.captured.clear()
         self._last_scaled = None
         self._last_clip = None
-        self._last_ce = None
         self.current_batch = None
         if _ACTIVE is self:
             _ACTIVE = None
@@ -384,19 +364,13 @@ class Monitor:
             if scaled[0] is tensor:
                 tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
         site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
-        ce = self._last_ce
-        classes = ce_value = None
-        if ce is not None:
-            self._last_ce = None
-            if ce[0] is tensor:
-                classes = _classes(tensor, ce[1])
-            elif _scaled_from(tensor, ce[0]):
-                # the cross-entropy divided or multiplied by a constant on its way to backward()
-                # (Lightning's `loss / accumulate_grad_batches`): judge the cross-entropy's own value
-                classes = _classes(ce[0], ce[1])
-                if classes is not None:
-                    ce_value = ce[0].detach()
-        self._record_loss(tensor, site, classes, ce_value)
+        # a cross-entropy over C classes (TL110's chance level), or one scaled by a constant on its way
+        # to backward() (Lightning's `loss / accumulate_grad_batches`): from the graph, metadata only
+        ce = cross_entropy_of(tensor)
+        classes, ce_scale = ce if ce is not None else (None, None)
+        if ce_scale == 1.0:
+            ce_scale = None  # the loss is the cross-entropy itself
+        self._record_loss(tensor, site, classes, ce_scale)
 
     def backward_end(self) -> None:
         """Called only while `wants_backward_end` is true: the gradient tracker is active (around a look), or
@@ -411,7 +385,7 @@ class Monitor:
         self.wants_backward_end = bool(self.grads.active or self._ev_backward_end)
 
     def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
-                     ce_value: Optional[torch.Tensor] = None) -> None:
+                     ce_scale: Optional[float] = None) -> None:
         """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_record`), unless
         it is non-finite and read as it came: then the record is built at once, for the checks that look
         at the batch and the module outputs while they are still there."""
@@ -427,8 +401,6 @@ class Monitor:
         immediate = self.immediate
         if immediate is None:
             immediate = self.immediate = t.device.type == "cpu" or self.every == 1
-        if ce_value is not None:
-            ce_value = float(ce_value) if immediate else ce_value.reshape(())
         if immediate or self.armed > 0:
             v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
             if self.armed > 0:
@@ -446,15 +418,15 @@ class Monitor:
                     if v > _JUMP * level > 0.0:
                         self._jumped = True
                     self._levels[site] = level + 0.1 * (v - level)
-                self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_value))
+                self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_scale))
                 if self.captured:
                     self.captured.clear()  # a finite loss: its forward's outputs are not needed
             else:
-                rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_value))
+                rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_scale))
                 self.losses_pending.append(rec)
                 self._bad_loss(rec)
         else:
-            self.losses_pending.append((t.detach().reshape(()), index, self.step, epoch, cb, site, classes, ce_value))
+            self.losses_pending.append((t.detach().reshape(()), index, self.step, epoch, cb, site, classes, ce_scale))
         if len(self.losses_pending) >= self._loss_flush_at and not self.steps_pending:
             self.flush()  # backward without optimizer steps: flush anyway
 
@@ -513,13 +485,6 @@ class Monitor:
 
     def clipped(self, total: torch.Tensor) -> None:
         self._last_clip = total.detach()
-
-    def classified(self, loss: torch.Tensor, scores: torch.Tensor) -> None:
-        """A cross-entropy/NLL loss over class scores: kept (by reference) until the next backward(),
-        which reads the number of classes if that loss is the one it runs on (see `_classes`). An
-        unreduced one (per-sample values, for logging) is not the loss: it replaces nothing."""
-        if loss.dim() == 0:
-            self._last_ce = (loss, scores)
 
     # ------------------------------------------------------------------ softmax / sigmoid
     def activation(self, kind: str, x: Any, out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:

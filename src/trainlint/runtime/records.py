@@ -24,7 +24,7 @@ class LossRecord:
     """
 
     __slots__ = ("index", "step", "epoch", "loader", "batch", "size", "full", "value", "site",
-                 "tensor", "scanned", "module", "classes", "ce_value")
+                 "tensor", "scanned", "module", "classes", "ce_value", "ce_scale")
 
     def __init__(self, index: int, step: int, epoch: Optional[int], loader: Optional[int],
                  batch: Optional[int], size: Optional[int], full: Optional[int], site: Site):
@@ -41,9 +41,11 @@ class LossRecord:
         self.scanned = False  # module outputs of this step were examined (non-finite loss only)
         self.module: Optional[Dict[str, Any]] = None  # first module with a non-finite output
         self.classes: Optional[int] = None
-        # the cross-entropy's own value when the loss is that cross-entropy scaled by a constant (a
-        # 0-dim device tensor until flushed, then a float); None when the loss is the cross-entropy itself
-        self.ce_value: Any = None
+        # when the loss is a cross-entropy scaled by a constant: the factor from the loss's value to the
+        # cross-entropy's (`ce_scale`), and that value (`ce_value`, a float once the loss's value is
+        # known); both None when the loss is the cross-entropy itself
+        self.ce_value: Optional[float] = None
+        self.ce_scale: Optional[float] = None
 
     @property
     def short(self) -> bool:

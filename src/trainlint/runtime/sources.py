@@ -15,14 +15,15 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
 - a wrapper on `torch.amp.GradScaler.scale`                      -> sink.scaled(scaled, unscaled)
 - a wrapper on `torch.nn.utils.clip_grad_norm_`                  -> sink.clipped(total_norm)
 - forward pre-hooks on the modules the sink asks for (`watch_module`) -> the callback it gives
-- wrappers on `torch.nn.functional.cross_entropy` and `nll_loss` (`nn.CrossEntropyLoss`/`NLLLoss` call
-  them)                                                            -> sink.classified(loss, scores)
 - only when the sink asks (`sink.wants_activations`): wrappers on `torch.softmax`, `F.softmax`,
   `Tensor.softmax`, `torch.sigmoid`, `Tensor.sigmoid` (`nn.Softmax`, `nn.Sigmoid` and `F.sigmoid` call
   them); they pass straight through unless `sink.activation_due` -> sink.activation(kind, input, output,
                                                                     args, kwargs)
 - a wrapper on `torch.jit.script` that compiles with the original functions: TorchScript cannot compile
-  a Python wrapper (`*args`), so a scripted module calls `F.cross_entropy` itself, unwatched
+  a Python wrapper (`*args`), so a scripted module calls `F.softmax` itself, unwatched
+
+What a loss is (a cross-entropy over C classes) is read from its autograd graph at backward(), not from
+a wrapper on `F.cross_entropy`: a loss computed in a scripted or compiled module is recognised too.
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores
@@ -102,9 +103,6 @@ class Sources:
                     self._patch(owner, "clip_grad_norm_", self._wrap_clip)
             import torch.nn.functional as F
 
-            for name in ("cross_entropy", "nll_loss"):
-                if callable(getattr(F, name, None)):
-                    self._patch(F, name, self._wrap_classification_loss)
             if getattr(self.sink, "wants_activations", False):
                 for owner, name in ((torch, "softmax"), (F, "softmax"), (torch.Tensor, "softmax"),
                                     (torch, "sigmoid"), (torch.Tensor, "sigmoid")):
@@ -408,18 +406,3 @@ class Sources:
             return out
 
         return activation
-
-    def _wrap_classification_loss(self, orig):
-        sink = self.sink
-
-        @functools.wraps(orig)
-        def loss_fn(input, target, *args, **kwargs):
-            out = orig(input, target, *args, **kwargs)
-            if isinstance(out, torch.Tensor) and isinstance(input, torch.Tensor) and not sink.closed:
-                try:
-                    sink.classified(out, input)
-                except Exception as exc:  # pragma: no cover - defensive
-                    sink.internal(exc)
-            return out
-
-        return loss_fn

@@ -1,7 +1,9 @@
-"""Tensor helpers of the runtime mode: batch sizes from metadata, fused norms, non-finite tests."""
+"""Tensor helpers of the runtime mode: batch sizes from metadata, fused norms, non-finite tests, what a
+loss is (from its autograd graph)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -86,3 +88,113 @@ def grouped(params: List[Any], tensors: List[torch.Tensor]):
         ps.append(p)
         ts.append(t)
     return list(groups.values())
+
+
+_NLL_NODES = ("NllLossBackward", "NllLoss2DBackward")  # torch's names end in a version digit (0)
+_SCALE_NODES = {"MulBackward0": False, "DivBackward0": True}  # node -> divides
+
+
+def _nll_classes(fn: Any) -> Optional[int]:
+    """C, when `fn` is the autograd node of a mean-reduced NLL loss (what `F.cross_entropy` ends in) over
+    scores (N, C, ...) or (C,)."""
+    if not type(fn).__name__.startswith(_NLL_NODES):
+        return None
+    try:
+        if fn._saved_reduction != 1:  # 1: mean (a sum is not comparable with ln C)
+            return None
+        scores = fn._saved_self
+    except (AttributeError, RuntimeError):  # an older torch, or a graph already freed
+        return None
+    if not isinstance(scores, torch.Tensor) or scores.dim() == 0:
+        return None
+    classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
+    return classes if classes >= 2 else None
+
+
+def _smoothed_classes(fn: Any) -> Optional[int]:
+    """C, when `fn` is torch's label-smoothed cross-entropy: (1 - e) * nll + (e / C) * smoothing term."""
+    if type(fn).__name__ != "AddBackward0":
+        return None
+    nexts = [f for f, _ in fn.next_functions if f is not None]
+    if len(nexts) != 2 or any(type(f).__name__ != "MulBackward1" for f in nexts):
+        return None
+    first = [f for f, _ in nexts[0].next_functions if f is not None]
+    classes = _nll_classes(first[0]) if len(first) == 1 else None
+    if classes is None:
+        return None
+    try:
+        a, b = float(nexts[0]._saved_other), float(nexts[1]._saved_other)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+    return classes if 0.0 < a < 1.0 and abs(b * classes - (1.0 - a)) <= 1e-6 else None
+
+
+def _only_next(fn: Any, name: str) -> Any:
+    """The single input node of `fn`, if there is one and it is a `name` node."""
+    nexts = [f for f, _ in fn.next_functions if f is not None]
+    return nexts[0] if len(nexts) == 1 and type(nexts[0]).__name__ == name else None
+
+
+def _soft_classes(fn: Any) -> Optional[int]:
+    """C, when `fn` is torch's cross-entropy with class probabilities as targets (mixup, cutmix): the sum
+    of -target * log_softmax(scores, dim=1) divided by the number of samples (and positions)."""
+    if type(fn).__name__ != "DivBackward1":
+        return None
+    neg = _only_next(fn, "NegBackward0")
+    total = _only_next(neg, "SumBackward0") if neg is not None else None
+    mul = _only_next(total, "MulBackward0") if total is not None else None
+    if mul is None:
+        return None
+    try:
+        sizes = tuple(total._saved_self_sym_sizes)
+        divisor = fn._saved_other
+        logs = [f for f, _ in mul.next_functions if f is not None and type(f).__name__ == "LogSoftmaxBackward0"]
+        if len(logs) != 1 or logs[0]._saved_dim != (1 if len(sizes) >= 2 else 0):
+            return None
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    if not sizes or not isinstance(divisor, (int, float)):
+        return None
+    classes = int(sizes[1] if len(sizes) >= 2 else sizes[0])
+    count = 1
+    for n in sizes:
+        count *= int(n)
+    return classes if classes >= 2 and divisor * classes == count else None
+
+
+def _class_count(fn: Any) -> Optional[int]:
+    return _nll_classes(fn) or _smoothed_classes(fn) or _soft_classes(fn)
+
+
+def cross_entropy_of(loss: torch.Tensor) -> Optional[Tuple[int, float]]:
+    """(C, scale) when `loss` is a mean cross-entropy (or NLL) over C classes as torch computes it (class
+    indices or probabilities as targets, label-smoothed or not), or such a loss multiplied or divided by a
+    constant (Lightning's
+    `loss / accumulate_grad_batches`): `scale` turns the loss's value into the cross-entropy's (1.0 for
+    the loss itself). Read from the autograd graph's metadata only: no device read, and a loss computed
+    inside a TorchScript or compiled module is recognised as well."""
+    fn = loss.grad_fn
+    if fn is None:
+        return None
+    classes = _class_count(fn)
+    if classes is not None:
+        return classes, 1.0
+    divides = _SCALE_NODES.get(type(fn).__name__)
+    if divides is None:
+        return None
+    nexts = [f for f, _ in fn.next_functions if f is not None]
+    if len(nexts) != 1:
+        return None
+    classes = _class_count(nexts[0])
+    if classes is None:
+        return None
+    try:  # the constant is the saved operand (the loss, requiring grad, is not saved)
+        k = fn._saved_other if divides else (fn._saved_other if fn._saved_other is not None else fn._saved_self)
+    except (AttributeError, RuntimeError):
+        return None
+    if not isinstance(k, torch.Tensor) or k.numel() != 1 or k.requires_grad or k.device.type != "cpu":
+        return None  # not a constant, or one on an accelerator (reading it would synchronise)
+    k = float(k)
+    if k == 0.0 or not math.isfinite(k):
+        return None
+    return classes, (k if divides else 1.0 / k)

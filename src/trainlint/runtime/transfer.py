@@ -25,15 +25,9 @@ def fetch_losses(losses: List[LossRecord]) -> None:
         for r, v in zip(recs, values):
             r.value = v
             r.tensor = None
-    scaled = [r for r in losses if isinstance(r.ce_value, torch.Tensor)]
-    if scaled:
-        by_dev: Dict[Any, List[LossRecord]] = {}
-        for r in scaled:
-            by_dev.setdefault(r.ce_value.device, []).append(r)
-        for recs in by_dev.values():
-            values = torch.stack([r.ce_value for r in recs]).float().cpu().tolist()
-            for r, v in zip(recs, values):
-                r.ce_value = v
+    for r in losses:
+        if r.ce_scale is not None:
+            r.ce_value = r.value * r.ce_scale
 
 
 def fetch_norms(steps: List[StepRecord]) -> None:
