@@ -426,6 +426,17 @@ def test_a_loss_that_jumps_gets_its_step_looked_at_between_the_scheduled_looks()
     assert len(extra) <= 2 and not w.findings
 
 
+def test_a_step_looked_at_for_its_loss_needs_the_loss_to_stay_worse_to_be_an_explosion():
+    # one batch of wrong labels: looked at (its loss jumped), its gradient norm ~900x the running
+    # median, but the loss is back at once: not an explosion (the step's own loss is why it was chosen)
+    with watch(config=False) as w:
+        losses = S.wrong_labels_once()
+    assert losses[61] > 100 * losses[60]
+    looked = list(w.monitor.history.norms["opt"][0])
+    assert 61 in looked and 61 % 8
+    assert w.findings == []
+
+
 def test_grad_every_is_a_runtime_setting(tmp_path):
     from trainlint.runtime.settings import DEFAULTS
 
@@ -501,3 +512,78 @@ def test_a_scaled_cross_entropy_is_judged_at_its_own_value_on_the_accelerator_pa
         S.lr_too_high(divide_by=4.0)
     d = only(w.findings, "TL110")
     assert abs(d.runtime["evidence"]["median_loss"] - math.log(10)) < 0.1 * math.log(10)
+
+
+# ------------------------------------------------------------------ nothing kept alive, nothing replayed
+def test_pending_losses_do_not_keep_the_batches_alive():
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64 * 40, 20), torch.randint(0, 5, (64 * 40,)))
+    model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    with watch(config=False) as w:
+        for i, (x, y) in enumerate(torch.utils.data.DataLoader(data, batch_size=64)):
+            seen.append(weakref.ref(x))
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            del x, y, loss
+            if i == 30:
+                gc.collect()
+                assert len(w.monitor.losses_pending) > 20  # the flush is still to come
+                assert sum(r() is not None for r in seen) <= 2  # the batch in use (kept for TL111), not 31
+
+
+def test_module_outputs_are_dropped_at_every_backward_even_without_a_recorded_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(config=False) as w:
+        for step in range(4):
+            opt.zero_grad()
+            for _ in range(4):  # accumulation, two losses per backward: no scalar loss to record
+                out = model(torch.randn(8, 16))
+                torch.autograd.backward([torch.nn.functional.cross_entropy(out, torch.randint(0, 5, (8,))),
+                                         (out ** 2).mean()])
+            if step == 3:
+                assert w.monitor.captured == []
+            opt.step()
+
+
+def test_the_loss_graph_is_read_without_running_saved_tensor_hooks():
+    # with non-reentrant checkpointing, unpacking a saved tensor recomputes the checkpointed forward
+    from torch.utils.checkpoint import checkpoint
+
+    calls = []
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = torch.nn.Linear(20, 5)
+
+        def forward(self, x, y):
+            calls.append(1)
+            return torch.nn.functional.cross_entropy(self.out(x), y)
+
+    def train():
+        torch.manual_seed(0)
+        head, body = Head(), torch.nn.Linear(20, 20)
+        opt = torch.optim.SGD(list(head.parameters()) + list(body.parameters()), lr=0.1)
+        for _ in range(10):
+            loss = checkpoint(head, body(torch.randn(8, 20)), torch.randint(0, 5, (8,)), use_reentrant=False)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    train()
+    plain = len(calls)
+    calls.clear()
+    with watch(config=False) as w:
+        train()
+    assert len(calls) == plain == 20 and w.monitor.errors == []
+    (tl110,) = [c for c in w.monitor.checks if c.code == "TL110"]
+    assert [s.classes for s in tl110.series.values()] == [5]  # still known: from the graph's metadata

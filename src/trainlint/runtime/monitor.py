@@ -171,8 +171,9 @@ class Monitor:
         self.loaders: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self.iters: "weakref.WeakKeyDictionary[Any, LoaderState]" = weakref.WeakKeyDictionary()
         self._loader_keys = 0
-        # the batch in use: (loader state, pass, index, size, full size, step when fetched, the batch or None)
-        self.current_batch: Optional[Tuple[LoaderState, int, int, Optional[int], Optional[int], int, Any]] = None
+        # the batch in use: (loader state, pass, index, size, full size, step when fetched)
+        self.current_batch: Optional[Tuple[LoaderState, int, int, Optional[int], Optional[int], int]] = None
+        self.current_data: Any = None  # the batch in use itself (a reference), for on_bad_loss
         # training epochs: the passes over DataLoaders whose batches reach backward(), numbered in the
         # order they happen (a loader re-created every epoch still counts its passes)
         self._epoch_of: Dict[Tuple[int, int], int] = {}
@@ -261,6 +262,7 @@ class Monitor:
         self._last_scaled = None
         self._last_clip = None
         self.current_batch = None
+        self.current_data = None
         if _ACTIVE is self:
             _ACTIVE = None
         self.attached = False
@@ -357,6 +359,8 @@ class Monitor:
             for f in self._ev_backward_start:
                 f()
         if tensor is None or not implicit or tensor.numel() != 1 or not tensor.is_floating_point():
+            if self.captured:
+                self.captured.clear()  # no loss to localise: the forward's outputs are not needed
             return
         scaled = self._last_scaled
         if scaled is not None:
@@ -371,6 +375,8 @@ class Monitor:
         if ce_scale == 1.0:
             ce_scale = None  # the loss is the cross-entropy itself
         self._record_loss(tensor, site, classes, ce_scale)
+        if self.captured:
+            self.captured.clear()  # the loss is recorded (and a non-finite one localised)
 
     def backward_end(self) -> None:
         """Called only while `wants_backward_end` is true: the gradient tracker is active (around a look), or
@@ -419,8 +425,6 @@ class Monitor:
                         self._jumped = True
                     self._levels[site] = level + 0.1 * (v - level)
                 self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_scale))
-                if self.captured:
-                    self.captured.clear()  # a finite loss: its forward's outputs are not needed
             else:
                 rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_scale))
                 self.losses_pending.append(rec)
@@ -444,9 +448,9 @@ class Monitor:
         if not self._params_looked and rec.step >= 1 and self._finite_step == rec.step - 1:
             self._params_at_first_bad_loss()
         if self._ev_bad_loss:
-            where, cb = self.place(), self.current_batch
+            where = self.place()
             for f in self._ev_bad_loss:
-                f(rec, where, cb[6] if cb is not None else None)
+                f(rec, where, self.current_data)
 
     def _scan(self, rec: LossRecord) -> None:
         """The loss of this step is non-finite: find the first module (in the order the forward passes
@@ -653,6 +657,7 @@ class Monitor:
         rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
         rec.no_grads = not grads
         rec.closure = st.closure
+        rec.forced = not st.look  # (a step whose loss jumped)
         rec.accumulated, rec.after_backward = self.grads.at_step(st)
         if self._last_clip is not None:
             rec.clip = self._last_clip
@@ -693,9 +698,10 @@ class Monitor:
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
-        # (the batch itself is kept, by reference, only for a check reading it at a non-finite loss)
-        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), st.full, self.step,
-                              batch if self._ev_bad_loss else None)
+        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), st.full, self.step)
+        # the batch itself, by reference, for a check reading it at a non-finite loss (never in a loss
+        # record: the pending records would keep every batch of a flush alive)
+        self.current_data = batch if self._ev_bad_loss else None
         self.current_place = None
         if st.listeners:
             where = self.place()
@@ -707,7 +713,7 @@ class Monitor:
         """Where the batch in use comes from (built when a check asks; one object per batch)."""
         where = self.current_place
         if where is None and self.current_batch is not None:
-            st, pass_no, batch, _, _, step, _ = self.current_batch
+            st, pass_no, batch, _, _, step = self.current_batch
             where = self.current_place = BatchPlace(st.key, pass_no, batch, step, self._epoch_of)
         return where
 

@@ -57,7 +57,7 @@ class StepRecord:
     what happened to the gradients since the previous step."""
 
     __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short",
-                 "clip", "no_grads", "accumulated", "after_backward", "closure")
+                 "clip", "no_grads", "accumulated", "after_backward", "closure", "forced")
 
     def __init__(self, opt, step: int, epoch: Optional[int], params: List[Any], vecs: List[Any],
                  loss_index: int):
@@ -76,6 +76,9 @@ class StepRecord:
         self.accumulated = False  # a backward() added onto the gradients of the previous step
         self.after_backward = ""  # "", "replaced" or "modified": gradients touched after the last backward
         self.closure = False  # step(closure): the gradients are those of the closure's last backward
+        # looked at because its loss jumped, not on the schedule: the clearing tracker did not watch it
+        # (`accumulated`/`after_backward` say nothing), and its own loss is why it was chosen
+        self.forced = False
 
     @property
     def raw(self) -> float:

@@ -23,7 +23,7 @@ Each source turns one thing torch does into one call on a sink (the `Monitor`), 
   a Python wrapper (`*args`), so a scripted module calls `F.softmax` itself, unwatched
 
 What a loss is (a cross-entropy over C classes) is read from its autograd graph at backward(), not from
-a wrapper on `F.cross_entropy`: a loss computed in a scripted or compiled module is recognised too.
+a wrapper on `F.cross_entropy`: a loss computed in a TorchScript module is recognised too.
 
 Every wrapper passes straight through once the sink is closed, and every callback is guarded: a bug
 in trainlint is recorded by `sink.internal(exc)` and never breaks the training. `detach()` restores

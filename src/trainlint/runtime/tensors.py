@@ -94,20 +94,43 @@ _NLL_NODES = ("NllLossBackward", "NllLoss2DBackward")  # torch's names end in a 
 _SCALE_NODES = {"MulBackward0": False, "DivBackward0": True}  # node -> divides
 
 
+def _saved(fn: Any, name: str) -> Any:
+    """A tensor an autograd node saved, or None where reading it would run a saved-tensor hook (with
+    `torch.utils.checkpoint` that recomputes the forward; with `save_on_cpu` it copies the tensor back):
+    the graph is looked at, never replayed."""
+    raw = getattr(fn, "_raw_saved_" + name, None)
+    if raw is None or getattr(raw, "unpack_hook", True) is not None:
+        return None
+    return getattr(fn, "_saved_" + name, None)
+
+
+def _output_shape(fn: Any) -> Optional[Tuple[int, ...]]:
+    """The shape of the tensor autograd node `fn` produced in the forward, from its metadata."""
+    try:
+        meta = fn._input_metadata
+    except (AttributeError, RuntimeError):  # torch < 2.1
+        return None
+    return tuple(meta[0].shape) if len(meta) == 1 else None
+
+
 def _nll_classes(fn: Any) -> Optional[int]:
     """C, when `fn` is the autograd node of a mean-reduced NLL loss (what `F.cross_entropy` ends in) over
-    scores (N, C, ...) or (C,)."""
+    scores (N, C, ...) or (C,): C is read from the metadata of the node that produced the scores."""
     if not type(fn).__name__.startswith(_NLL_NODES):
         return None
     try:
         if fn._saved_reduction != 1:  # 1: mean (a sum is not comparable with ln C)
             return None
-        scores = fn._saved_self
-    except (AttributeError, RuntimeError):  # an older torch, or a graph already freed
+        producer = fn.next_functions[0][0]
+    except (AttributeError, RuntimeError, IndexError):
         return None
-    if not isinstance(scores, torch.Tensor) or scores.dim() == 0:
+    shape = _output_shape(producer) if producer is not None else None
+    if shape is None:
+        scores = _saved(fn, "self")
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else None
+    if not shape:
         return None
-    classes = int(scores.shape[1] if scores.dim() >= 2 else scores.shape[0])
+    classes = int(shape[1] if len(shape) >= 2 else shape[0])
     return classes if classes >= 2 else None
 
 
@@ -171,8 +194,9 @@ def cross_entropy_of(loss: torch.Tensor) -> Optional[Tuple[int, float]]:
     indices or probabilities as targets, label-smoothed or not), or such a loss multiplied or divided by a
     constant (Lightning's
     `loss / accumulate_grad_batches`): `scale` turns the loss's value into the cross-entropy's (1.0 for
-    the loss itself). Read from the autograd graph's metadata only: no device read, and a loss computed
-    inside a TorchScript or compiled module is recognised as well."""
+    the loss itself). Read from the autograd graph's metadata (and a constant it saved): no device read,
+    no saved-tensor hook run, and a loss computed inside a TorchScript module is recognised as well (not
+    one inside a `torch.compile`d region: its graph is one compiled node)."""
     fn = loss.grad_fn
     if fn is None:
         return None
@@ -189,7 +213,9 @@ def cross_entropy_of(loss: torch.Tensor) -> Optional[Tuple[int, float]]:
     if classes is None:
         return None
     try:  # the constant is the saved operand (the loss, requiring grad, is not saved)
-        k = fn._saved_other if divides else (fn._saved_other if fn._saved_other is not None else fn._saved_self)
+        k = _saved(fn, "other")
+        if k is None and not divides:
+            k = _saved(fn, "self")
     except (AttributeError, RuntimeError):
         return None
     if not isinstance(k, torch.Tensor) or k.numel() != 1 or k.requires_grad or k.device.type != "cpu":

@@ -26,6 +26,8 @@ class GradientsNotCleared(Check):
         self.steps: Dict[Any, int] = {}
 
     def on_step(self, rec: StepRecord) -> None:
+        if rec.forced:
+            return  # looked at for its loss: the clearing was not watched
         self.steps[rec.opt] = self.steps.get(rec.opt, 0) + 1
         if not rec.accumulated or rec.after_backward == "replaced":
             return

@@ -3,7 +3,8 @@ called) far above its running median, *and* either large in absolute terms or fo
 gets worse. A norm that rises tenfold from a tiny level while the loss keeps falling (learning starting,
 Adam near convergence) is not an explosion.
 
-The loss test: over the step and the two after it, the worst loss must be at least
+The loss test: over the step and the two after it (only the two after it, for a step looked at because
+its loss jumped: that loss is why it was chosen), the worst loss must be at least
 `explode-loss-factor` times the median loss of the window before it, and undo at least a quarter of
 the progress made since the start (median of the first `warmup-steps` losses); a NaN/Inf loss counts.
 Spikes wait for the losses of the next two steps (at the next flush, or the end of the run).
@@ -108,8 +109,11 @@ class ExplodingGradients(Check):
         if not before:
             return None
         loss_med = median(before)
-        after = [h.step_loss(i) for i in range(k, k + _AFTER + 1)]
-        if any(h.step_nonfinite(i) for i in range(k, k + _AFTER + 1)):
+        # a step looked at because its loss jumped was chosen for that loss: then only the steps after it
+        # can say that the loss got worse
+        first = k + 1 if rec.forced else k
+        after = [h.step_loss(i) for i in range(first, k + _AFTER + 1)]
+        if any(h.step_nonfinite(i) for i in range(first, k + _AFTER + 1)):
             worst = math.inf
         else:
             vals = [v for v in after if v is not None]

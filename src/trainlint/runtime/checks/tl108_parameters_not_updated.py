@@ -46,6 +46,8 @@ class ParametersNotUpdated(Check):
         return ""
 
     def on_step(self, rec: StepRecord) -> None:
+        if rec.forced:
+            return  # looked at for its loss: the clearing was not watched
         s = self.states.get(rec.opt)
         if s is None:
             s = self.states[rec.opt] = _State()
