@@ -345,14 +345,19 @@ def lr_too_high(steps: int = 150, lr: float = 1.0, seed: int = 1, divide_by: flo
     return losses
 
 
-def classifier(steps: int = 120, lr: float = 1e-2, seed: int = 0, clip: float = 0.0):
-    """Healthy: the same classifier with a sane learning rate (optionally with gradient clipping)."""
+def classifier(steps: int = 120, lr: float = 1e-2, seed: int = 0, clip: float = 0.0, n: int = 2048,
+               wrong_labels_at: int = -1):
+    """Healthy: the same classifier with a sane learning rate (optionally with gradient clipping). With
+    `wrong_labels_at`, one batch of wrong labels at that step (a labelling slip in the data): once the
+    model has fitted, the loss of that step leaps (~11) and its gradient norm (~900x), then both go back."""
     torch.manual_seed(seed)
-    loader = DataLoader(_blobs(n=2048, seed=seed), batch_size=32, shuffle=True)
+    loader = DataLoader(_blobs(n=n, seed=seed), batch_size=32, shuffle=True)
     model = _classifier()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    for xb, yb in _batches(loader, steps):
+    for i, (xb, yb) in enumerate(_batches(loader, steps)):
+        if i == wrong_labels_at:
+            yb = (yb + 1) % 10
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
@@ -884,22 +889,3 @@ if __name__ == "__main__":
     if "--trace" in sys.argv:
         with open(sys.argv[sys.argv.index("--trace") + 1], "w") as fh:
             json.dump(result, fh)
-
-
-def wrong_labels_once(steps: int = 120, bad_step: int = 61, seed: int = 0):
-    """Healthy: a classifier that has fitted, with one batch of wrong labels (a labelling slip in the
-    data): the loss of that step leaps to ~11 and its gradient norm ~900x, then both go back."""
-    torch.manual_seed(seed)
-    loader = DataLoader(_blobs(n=4096, seed=seed), batch_size=32, shuffle=True)
-    model = _classifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for i, (xb, yb) in enumerate(_batches(loader, steps)):
-        if i == bad_step:
-            yb = (yb + 1) % 10
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses

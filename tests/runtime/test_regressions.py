@@ -430,7 +430,7 @@ def test_a_step_looked_at_for_its_loss_needs_the_loss_to_stay_worse_to_be_an_exp
     # one batch of wrong labels: looked at (its loss jumped), its gradient norm ~900x the running
     # median, but the loss is back at once: not an explosion (the step's own loss is why it was chosen)
     with watch(config=False) as w:
-        losses = S.wrong_labels_once()
+        losses = S.classifier(n=4096, wrong_labels_at=61)
     assert losses[61] > 100 * losses[60]
     looked = list(w.monitor.history.norms["opt"][0])
     assert 61 in looked and 61 % 8
