@@ -109,11 +109,9 @@ def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
     else:
         rec = LossRecord(index, step, None, None, None, None, None, site)
     rec.classes = classes
-    rec.ce_scale = ce_scale
+    rec.ce_scale = ce_scale  # (the cross-entropy's value is set at the flush: `transfer.fetch_losses`)
     if isinstance(value, float):
         rec.value = value
-        if ce_scale is not None:
-            rec.ce_value = value * ce_scale
     else:
         rec.tensor = value
     return rec

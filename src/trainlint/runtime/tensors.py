@@ -94,6 +94,11 @@ _NLL_NODES = ("NllLossBackward", "NllLoss2DBackward")  # torch's names end in a 
 _SCALE_NODES = {"MulBackward0": False, "DivBackward0": True}  # node -> divides
 
 
+def _inputs(fn: Any) -> List[Any]:
+    """The nodes feeding autograd node `fn` (the inputs that require gradients)."""
+    return [f for f, _ in fn.next_functions if f is not None]
+
+
 def _saved(fn: Any, name: str) -> Any:
     """A tensor an autograd node saved, or None where reading it would run a saved-tensor hook (with
     `torch.utils.checkpoint` that recomputes the forward; with `save_on_cpu` it copies the tensor back):
@@ -138,10 +143,10 @@ def _smoothed_classes(fn: Any) -> Optional[int]:
     """C, when `fn` is torch's label-smoothed cross-entropy: (1 - e) * nll + (e / C) * smoothing term."""
     if type(fn).__name__ != "AddBackward0":
         return None
-    nexts = [f for f, _ in fn.next_functions if f is not None]
+    nexts = _inputs(fn)
     if len(nexts) != 2 or any(type(f).__name__ != "MulBackward1" for f in nexts):
         return None
-    first = [f for f, _ in nexts[0].next_functions if f is not None]
+    first = _inputs(nexts[0])
     classes = _nll_classes(first[0]) if len(first) == 1 else None
     if classes is None:
         return None
@@ -154,7 +159,7 @@ def _smoothed_classes(fn: Any) -> Optional[int]:
 
 def _only_next(fn: Any, name: str) -> Any:
     """The single input node of `fn`, if there is one and it is a `name` node."""
-    nexts = [f for f, _ in fn.next_functions if f is not None]
+    nexts = _inputs(fn)
     return nexts[0] if len(nexts) == 1 and type(nexts[0]).__name__ == name else None
 
 
@@ -171,7 +176,7 @@ def _soft_classes(fn: Any) -> Optional[int]:
     try:
         sizes = tuple(total._saved_self_sym_sizes)
         divisor = fn._saved_other
-        logs = [f for f, _ in mul.next_functions if f is not None and type(f).__name__ == "LogSoftmaxBackward0"]
+        logs = [f for f in _inputs(mul) if type(f).__name__ == "LogSoftmaxBackward0"]
         if len(logs) != 1 or logs[0]._saved_dim != (1 if len(sizes) >= 2 else 0):
             return None
     except (AttributeError, RuntimeError, TypeError):
@@ -192,9 +197,8 @@ def _class_count(fn: Any) -> Optional[int]:
 def cross_entropy_of(loss: torch.Tensor) -> Optional[Tuple[int, float]]:
     """(C, scale) when `loss` is a mean cross-entropy (or NLL) over C classes as torch computes it (class
     indices or probabilities as targets, label-smoothed or not), or such a loss multiplied or divided by a
-    constant (Lightning's
-    `loss / accumulate_grad_batches`): `scale` turns the loss's value into the cross-entropy's (1.0 for
-    the loss itself). Read from the autograd graph's metadata (and a constant it saved): no device read,
+    constant (Lightning's `loss / accumulate_grad_batches`): `scale` turns the loss's value into the
+    cross-entropy's (1.0 for the loss itself). Read from the autograd graph's metadata (and a constant it saved): no device read,
     no saved-tensor hook run, and a loss computed inside a TorchScript module is recognised as well (not
     one inside a `torch.compile`d region: its graph is one compiled node)."""
     fn = loss.grad_fn
@@ -206,7 +210,7 @@ def cross_entropy_of(loss: torch.Tensor) -> Optional[Tuple[int, float]]:
     divides = _SCALE_NODES.get(type(fn).__name__)
     if divides is None:
         return None
-    nexts = [f for f, _ in fn.next_functions if f is not None]
+    nexts = _inputs(fn)
     if len(nexts) != 1:
         return None
     classes = _class_count(nexts[0])

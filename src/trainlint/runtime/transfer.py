@@ -16,6 +16,8 @@ from trainlint.runtime.tensors import foreach_norms, grouped, nonfinite
 
 
 def fetch_losses(losses: List[LossRecord]) -> None:
+    """The values of the losses kept on their device (one transfer per device); then, for a scaled
+    cross-entropy, its own value (`ce_scale`)."""
     by_device: Dict[Any, List[LossRecord]] = {}
     for r in losses:
         if r.tensor is not None:
