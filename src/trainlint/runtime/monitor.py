@@ -304,8 +304,9 @@ class Monitor:
             cap.append((module, inputs, output))
 
     def capture(self, module, inputs, output) -> None:
-        """The forward hook once the model is discovered and only capture is left to do (the sources
-        install it instead of `forward` from the third step on: the same capture, fewer tests)."""
+        """The forward hook once the model is discovered and only capture is left to do (from the third
+        step on, instead of `forward`). Where `Module._call_impl` can be wrapped (torch >= 2.1) the
+        sources' wrapper does the same appending itself and this is only the hook's identity."""
         if self.closed or not is_grad_enabled():
             return
         cap = self.captured
