@@ -587,3 +587,44 @@ def test_the_loss_graph_is_read_without_running_saved_tensor_hooks():
     assert len(calls) == plain == 20 and w.monitor.errors == []
     (tl110,) = [c for c in w.monitor.checks if c.code == "TL110"]
     assert [s.classes for s in tl110.series.values()] == [5]  # still known: from the graph's metadata
+
+
+def _one_line_two_kinds(kinds):
+    """One backward() line whose loss is a cross-entropy ("ce") or an MSE ("mse"), step by step."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(config=False) as w:
+        for kind in kinds:
+            out = model(torch.randn(16, 8))
+            loss = F.cross_entropy(out, torch.randint(0, 4, (16,))) if kind == "ce" else F.mse_loss(out, out.detach() + 1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        w.monitor.flush(drain=True)
+        (tl110,) = [c for c in w.monitor.checks if c.code == "TL110"]
+        return sum(s.seen for s in tl110.series.values())
+
+
+def test_a_line_whose_loss_alternates_between_kinds_has_every_cross_entropy_known():
+    # what a line's loss is, is read from every loss until 16 agree: alternating kinds never agree
+    assert _one_line_two_kinds(["ce", "mse"] * 40) == 40
+    assert _one_line_two_kinds(["ce", "ce", "ce", "mse"] * 20) == 60
+
+
+def test_a_line_whose_loss_changes_kind_for_good_is_read_again_within_eight_losses():
+    # settled lines are read every 8th loss: a change of kind is seen within 8 losses
+    assert 80 - 7 <= _one_line_two_kinds(["mse"] * 40 + ["ce"] * 80) <= 80
+    assert 40 <= _one_line_two_kinds(["ce"] * 40 + ["mse"] * 80) <= 40 + 7
+
+
+def test_backward_on_a_tensor_that_is_no_loss_raises_torchs_error_and_records_nothing():
+    model = torch.nn.Linear(4, 3)
+    with watch(config=False) as w:
+        with pytest.raises(RuntimeError, match="scalar"):
+            model(torch.randn(2, 4)).backward()  # not a scalar: no implicit gradient
+        with pytest.raises(RuntimeError):
+            torch.ones((), dtype=torch.long).backward()  # an integer tensor cannot require a gradient
+    assert w.monitor.errors == [] and w.monitor.loss_count == 0

@@ -41,6 +41,10 @@ _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backwar
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
+# what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
+# its first _CE_SETTLE losses; once they all agree, only every _CE_RECHECK-th loss of the line is read
+_CE_SETTLE = 16
+_CE_RECHECK = 8
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
 
 
@@ -184,6 +188,7 @@ class Monitor:
         self._hook_stale = False  # what the forward hook must do may have changed (see post_step)
         self._finite_step = -1  # the last step with a finite loss (losses read as they come: CPU)
         self._levels: Dict[Site, float] = {}  # backward() line -> recent level of its loss (moving average)
+        self._ce_known: Dict[Site, List[Any]] = {}  # backward() line -> see `_cross_entropy_at`
         self._jumped = False  # a loss of the step in progress jumped above its level: look at the step
         self._params_looked = False  # the parameters were checked at the first non-finite loss
         self.captured: List[Tuple[Any, Any, Any]] = []
@@ -357,7 +362,9 @@ class Monitor:
         if self._ev_backward_start:
             for f in self._ev_backward_start:
                 f()
-        if tensor is None or not implicit or tensor.numel() != 1 or not tensor.is_floating_point():
+        # (an implicit gradient needs a real scalar: `_record_loss` drops any other tensor, whose backward()
+        # raises torch's own error)
+        if tensor is None or not implicit:
             if self.captured:
                 self.captured.clear()  # no loss to localise: the forward's outputs are not needed
             return
@@ -367,15 +374,35 @@ class Monitor:
             if scaled[0] is tensor:
                 tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
         site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
-        # a cross-entropy over C classes (TL110's chance level), or one scaled by a constant on its way
-        # to backward() (Lightning's `loss / accumulate_grad_batches`): from the graph, metadata only
-        ce = cross_entropy_of(tensor)
+        ce = self._cross_entropy_at(site, tensor)
         classes, ce_scale = ce if ce is not None else (None, None)
         if ce_scale == 1.0:
             ce_scale = None  # the loss is the cross-entropy itself
         self._record_loss(tensor, site, classes, ce_scale)
         if self.captured:
             self.captured.clear()  # the loss is recorded (and a non-finite one localised)
+
+    def _cross_entropy_at(self, site: Site, tensor: torch.Tensor) -> Optional[Tuple[int, float]]:
+        """Is the loss a cross-entropy over C classes (TL110's chance level), or one scaled by a constant
+        on its way to backward() (Lightning's `loss / accumulate_grad_batches`)? Read from its autograd
+        graph (metadata only, `cross_entropy_of`), per backward() line: for its first _CE_SETTLE losses,
+        then, if they all agreed, for every _CE_RECHECK-th (the others take the answer they agreed on;
+        a later disagreement makes the line read every loss again). Losses that alternate between kinds
+        at one line never settle; a line whose loss changes kind for good (a curriculum) carries the old
+        answer for at most _CE_RECHECK - 1 losses."""
+        known = self._ce_known.get(site)  # [answer, agreeing losses (-1: they differ), losses]
+        if known is None:
+            ce = cross_entropy_of(tensor)
+            self._ce_known[site] = [ce, 1, 1]
+            return ce
+        seen = known[2] = known[2] + 1
+        agreed = known[1]
+        if agreed >= _CE_SETTLE and seen % _CE_RECHECK:
+            return known[0]
+        ce = cross_entropy_of(tensor)
+        if agreed >= 0:
+            known[1] = agreed + 1 if ce == known[0] else -1
+        return ce
 
     def backward_end(self) -> None:
         """Called only while `wants_backward_end` is true: the gradient tracker is active (around a look), or
@@ -394,6 +421,20 @@ class Monitor:
         """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_record`), unless
         it is non-finite and read as it came: then the record is built at once, for the checks that look
         at the batch and the module outputs while they are still there."""
+        immediate = self.immediate
+        if immediate is None:
+            immediate = self.immediate = t.device.type == "cpu" or self.every == 1
+        if immediate or self.armed > 0:
+            try:
+                v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
+            except RuntimeError:  # not one element
+                return
+            if type(v) is not float:  # an integer, boolean or complex tensor
+                return
+        elif t.numel() == 1 and t.is_floating_point():
+            v = None  # read at the flush
+        else:
+            return
         cb = self.current_batch
         epoch = None
         if cb is not None:
@@ -403,11 +444,9 @@ class Monitor:
             epoch = self.current_epoch = st.train_epoch
         index = self.loss_count
         self.loss_count = index + 1
-        immediate = self.immediate
-        if immediate is None:
-            immediate = self.immediate = t.device.type == "cpu" or self.every == 1
-        if immediate or self.armed > 0:
-            v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
+        if v is None:
+            self.losses_pending.append((t.detach().reshape(()), index, self.step, epoch, cb, site, classes, ce_scale))
+        else:
             if self.armed > 0:
                 self.armed -= 1
                 if self.armed == 0:
@@ -428,8 +467,6 @@ class Monitor:
                 rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_scale))
                 self.losses_pending.append(rec)
                 self._bad_loss(rec)
-        else:
-            self.losses_pending.append((t.detach().reshape(()), index, self.step, epoch, cb, site, classes, ce_scale))
         if len(self.losses_pending) >= self._loss_flush_at and not self.steps_pending:
             self.flush()  # backward without optimizer steps: flush anyway
 

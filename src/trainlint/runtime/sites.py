@@ -10,22 +10,16 @@ import linecache
 import os
 import sys
 import sysconfig
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
+    """A user line. A tuple: a site is a dictionary key of several checks, looked up for every loss, and
+    a tuple's hash is computed in C (a frozen dataclass's `__hash__` is a Python call)."""
+
     filename: str  # absolute path
     row: int
     function: str = ""
-
-    # a site is a dictionary key of several checks, looked up for every loss: hash it once
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.filename, self.row, self.function)))
-
-    def __hash__(self) -> int:
-        return self._hash  # type: ignore[attr-defined]
 
     def display_name(self) -> str:
         return display_filename(self.filename)
@@ -91,8 +85,8 @@ class SiteFinder:
         self._lib = tuple(sorted(lib))
         self._cache: Dict[Tuple[int, int], Tuple[object, Site]] = {}
         self._skipped_code: Dict[int, Tuple[object, bool]] = {}
-        self._memo_code: Any = None  # (see `at`) the code object and line of the last frame asked about
-        self._memo_line = -1
+        self._memo_code: Any = None  # (see `at`) the code object and instruction of the last frame asked about
+        self._memo_at = -1
         self._memo_site = UNKNOWN
 
     def _is_skipped(self, filename: str) -> bool:
@@ -116,15 +110,16 @@ class SiteFinder:
 
     def at(self, frame: Any) -> Site:
         """The user site for `frame` (the frame itself, or the first one outward that is not torch's,
-        trainlint's or runpy's). The same frame line as the last call (a loop's backward(), every step)
-        is answered from a one-entry memo."""
+        trainlint's or runpy's). The same call as the last one (a loop's backward(), every step: the same
+        code object and instruction offset, cheaper to read than the line number) is answered from a
+        one-entry memo."""
         code = frame.f_code
-        if code is self._memo_code and frame.f_lineno == self._memo_line:
+        at = frame.f_lasti
+        if code is self._memo_code and at == self._memo_at:
             return self._memo_site
-        line = frame.f_lineno
         site = self._walk(frame)
         if not self._skipped_code[id(code)][1]:  # (a skipped frame's line says nothing of the user's)
-            self._memo_code, self._memo_line, self._memo_site = code, line, site
+            self._memo_code, self._memo_at, self._memo_site = code, at, site
         return site
 
     def _walk(self, frame: Any) -> Site:
