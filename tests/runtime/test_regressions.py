@@ -370,7 +370,7 @@ def test_gradients_are_looked_at_every_step_while_warming_up_then_every_grad_eve
     with watch(config=False) as w:
         S.classifier(steps=60)
     steps, _ = w.monitor.history.norms["opt"]
-    assert list(steps) == list(range(20)) + [24, 32, 40, 48, 56]  # then every 8th (grad-every)
+    assert list(steps) == list(range(20)) + [32, 48]  # then every 16th (grad-every)
     with watch(config=False, grad_every=1) as w:
         S.classifier(steps=30)
     assert list(w.monitor.history.norms["opt"][0]) == list(range(30))
@@ -380,17 +380,17 @@ def test_tl103_and_tl108_count_the_steps_looked_at():
     d = only(watched(S.no_zero_grad, steps=60), "TL103")
     ev = d.runtime["evidence"]
     assert d.runtime["step"] == 1
-    # looked at: steps 0-19, then 24, 32, 40, 48, 56 (every 8th)
-    assert ev["steps_looked_at"] == 25 and ev["steps_not_cleared"] == 24 and ev["optimizer_steps"] == 60
-    assert "24 of the 24 steps looked at after the first" in d.message
+    # looked at: steps 0-19, then 32 and 48 (every 16th)
+    assert ev["steps_looked_at"] == 22 and ev["steps_not_cleared"] == 21 and ev["optimizer_steps"] == 60
+    assert "21 of the 21 steps looked at after the first" in d.message
     d = only(watched(S.zero_grad_before_step, steps=60), "TL108")
     ev = d.runtime["evidence"]
-    assert d.runtime["step"] == 0 and ev["consecutive_steps"] == 57  # steps 0 to 56, the last look
-    assert ev["steps_without_update"] == ev["steps_looked_at"] == 25 and ev["optimizer_steps"] == 60
+    assert d.runtime["step"] == 0 and ev["consecutive_steps"] == 49  # steps 0 to 48, the last look
+    assert ev["steps_without_update"] == ev["steps_looked_at"] == 22 and ev["optimizer_steps"] == 60
 
 
 def test_tl102_a_nan_gradient_in_a_step_not_looked_at_is_found_by_the_parameters_it_broke():
-    # step 30 is not looked at (every 8th step after the first 20): the loss of step 30 is finite, that of
+    # step 30 is not looked at (every 16th step after the first 20): the loss of step 30 is finite, that of
     # step 31 NaN; the parameters are checked then, once
     diags = watched(S.nan_gradient, steps=40, bad_step=30)
     d = only(diags, "TL102")
@@ -413,16 +413,16 @@ def test_tl102_a_nan_gradient_in_a_step_not_looked_at_is_found_by_the_parameters
 
 
 def test_a_loss_that_jumps_gets_its_step_looked_at_between_the_scheduled_looks():
-    # the learning rate jumps at step 25: the loss leaps at step 26, not a scheduled look (24, 32, ...)
+    # the learning rate jumps at step 25: the loss leaps at step 26, not a scheduled look (32, 48, ...)
     with watch(config=False) as w:
         S.lr_spike()
     looked = list(w.monitor.history.norms["opt"][0])
-    assert looked[:21] == list(range(20)) + [24] and 25 not in looked and 26 in looked
+    assert looked[:21] == list(range(20)) + [26] and 25 not in looked
     assert only(w.findings, "TL105").runtime["step"] == 26
     # a healthy run: the scheduled looks (and at most a stray one, at a noisy batch)
     with watch(config=False) as w:
         S.classifier(steps=120)
-    extra = [s for s in w.monitor.history.norms["opt"][0] if s >= 20 and s % 8]
+    extra = [s for s in w.monitor.history.norms["opt"][0] if s >= 20 and s % 16]
     assert len(extra) <= 2 and not w.findings
 
 
@@ -433,14 +433,14 @@ def test_a_step_looked_at_for_its_loss_needs_the_loss_to_stay_worse_to_be_an_exp
         losses = S.classifier(n=4096, wrong_labels_at=61)
     assert losses[61] > 100 * losses[60]
     looked = list(w.monitor.history.norms["opt"][0])
-    assert 61 in looked and 61 % 8
+    assert 61 in looked and 61 % 16
     assert w.findings == []
 
 
 def test_grad_every_is_a_runtime_setting(tmp_path):
     from trainlint.runtime.settings import DEFAULTS
 
-    assert DEFAULTS["grad-every"] == 8
+    assert DEFAULTS["grad-every"] == 16
     with watch(config=False, grad_every=2) as w:
         S.classifier(steps=30)
     assert list(w.monitor.history.norms["opt"][0]) == list(range(20)) + list(range(20, 30, 2))

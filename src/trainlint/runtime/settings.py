@@ -13,9 +13,11 @@ DEFAULTS: Dict[str, Any] = {
     "every": 50,
     # the gradients are looked at (norms: TL102/TL105/TL106; clearing: TL103/TL108) in the steps of each
     # optimizer numbered a multiple of this (all of the first `warmup-steps`): reading every gradient is
-    # the largest cost per step. Where losses are read as they come (the CPU), a step whose loss jumps to
-    # 3x its recent level is looked at as well
-    "grad-every": 8,
+    # the largest cost per step (a look costs ~10x a plain step's bookkeeping: the norms of every
+    # gradient and the clearing tracker around it). What the schedule finds lasts (uncleared or cleared
+    # gradients, collapsed norms), and where losses are read as they come (the CPU) a step whose loss
+    # jumps to 3x its recent level is looked at as well: an explosion shows at the step it happens
+    "grad-every": 16,
     # steps of history before TL105/TL106 judge anything (TL106: the reference level is the median
     # of the first `warmup-steps` gradient norms and losses)
     "warmup-steps": 20,

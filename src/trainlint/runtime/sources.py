@@ -78,6 +78,8 @@ class Sources:
         self._handles: List[Any] = []
         self._fwd_handle = None
         self.forward_hook: Optional[Callable[..., None]] = None
+        self._autograd_orig: Any = None  # `torch.autograd.backward` as found, and our wrapper of it
+        self._autograd_wrapper: Any = None
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
@@ -278,19 +280,31 @@ class Sources:
     def _wrap_tensor_backward(self, orig):
         src = self
         sink = self.sink
+        autograd = torch.autograd
+        has_torch_function = getattr(torch._C, "_has_torch_function_unary", None)
 
         @functools.wraps(orig)
-        def backward(self, gradient=None, *args, **kwargs):
+        def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
             tls = src._tls
             if sink.closed or getattr(tls, "depth", 0):
-                return orig(self, gradient, *args, **kwargs)
+                return orig(self, gradient, retain_graph, create_graph, inputs)
+            if has_torch_function is None or has_torch_function(self):
+                # a tensor subclass or a torch-function mode: torch's `Tensor.backward` dispatches it (and
+                # reaches this wrapper again, or `torch.autograd.backward`'s)
+                return orig(self, gradient, retain_graph, create_graph, inputs)
             tls.depth = 1
             try:
                 try:  # (`_guarded`, inlined: this runs at every step)
                     sink.backward_start(self, gradient is None, _getframe(1))
                 except Exception as exc:  # pragma: no cover - defensive
                     sink.internal(exc)
-                return orig(self, gradient, *args, **kwargs)
+                # what torch's `Tensor.backward` does for a plain tensor, without its frame and without
+                # passing through the `torch.autograd.backward` wrapper as well (two Python frames fewer
+                # at every step)
+                run = autograd.backward
+                if run is src._autograd_wrapper:
+                    run = src._autograd_orig
+                return run(self, gradient, retain_graph, create_graph, inputs=inputs)
             finally:
                 tls.depth = 0
                 if sink.wants_backward_end:
@@ -300,6 +314,7 @@ class Sources:
 
     def _wrap_autograd_backward(self, orig):
         src = self
+        src._autograd_orig = orig
 
         @functools.wraps(orig)
         def backward(tensors, grad_tensors=None, *args, **kwargs):
@@ -325,6 +340,7 @@ class Sources:
                 if src.sink.wants_backward_end:
                     src._end()
 
+        src._autograd_wrapper = backward
         return backward
 
     def _start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any) -> None:
