@@ -43,8 +43,8 @@ _NEVER = sys.maxsize
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
 # its first _CE_SETTLE losses; once they all agree, only every _CE_RECHECK-th loss of the line is read
-_CE_SETTLE = 16
-_CE_RECHECK = 8
+_CE_SETTLE = 8
+_CE_RECHECK = 16
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
 
 

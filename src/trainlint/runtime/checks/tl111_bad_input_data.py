@@ -14,6 +14,7 @@ DataLoaders that never reach backward() (validation) are not reported.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -56,6 +57,8 @@ class BadInputData(Check):
         super().__init__(ctx, settings)
         self.scale_batches = int(settings["input-scale-batches"])
         self.ratio = float(settings["input-scale-ratio"])
+        # (batch, its isfinite().all() on the device or None, (per-feature sums of squares on the device,
+        # values per feature) or None)
         self.pending: List[Tuple[BatchPlace, Any, Any]] = []
         self.scales: Dict[int, _Scale] = {}  # loader key -> per-feature RMS of its first batches
         self.bad: List[BatchPlace] = []  # batches with NaN/Inf, in order (the first few kept)
@@ -86,7 +89,10 @@ class BadInputData(Check):
                     and 2 <= x.shape[1] <= _MAX_FEATURES):
                 sc.asked += 1
                 dims = [0] + list(range(2, x.dim()))  # every dimension but the features'
-                rms = x.detach().float().nan_to_num(0.0, 0.0, 0.0).pow(2).mean(dim=dims).sqrt()
+                # each feature's sum of squares (two kernels; the root mean square is taken on the host,
+                # at the flush: NaN/Inf values make that batch's value for the feature unusable)
+                x = x.detach().float()
+                rms = ((x * x).sum(dim=dims), x.numel() // x.shape[1])
         if finite is not None or rms is not None:
             self.pending.append((where, finite, rms))
 
@@ -113,7 +119,8 @@ class BadInputData(Check):
                 self._bad(where)
             if rms is not None:
                 sc = self.scales[where.loader]
-                sc.rms.append(rms.cpu().tolist())
+                squares, count = rms
+                sc.rms.append([math.sqrt(v / count) if v >= 0.0 else math.nan for v in squares.cpu().tolist()])
                 sc.place = sc.place or where
                 if len(sc.rms) >= self.scale_batches:
                     self._judge(sc)
@@ -129,7 +136,8 @@ class BadInputData(Check):
         n = len(sc.rms[0])
         if any(len(r) != n for r in sc.rms):
             return
-        per_feature = [median([r[i] for r in sc.rms]) for i in range(n)]
+        # each feature's median over the batches where it was finite (0 where it never was)
+        per_feature = [median([r[i] for r in sc.rms if math.isfinite(r[i])] or [0.0]) for i in range(n)]
         nonzero = [v for v in per_feature if v > 0]
         if len(nonzero) < 2:
             return
