@@ -56,7 +56,7 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "closure", "var", "depth", "look", "look_after", "__weakref__")
+                 "params_bad", "plan", "checkable", "closure", "var", "depth", "look", "look_after", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
@@ -70,6 +70,7 @@ class OptState:
         self.param_ok_step = -1
         self.params_bad = False
         self.plan: Optional[Tuple[Any, List[Any], bool]] = None  # see Monitor._plan
+        self.checkable: Optional[Tuple[Any, List[Any]]] = None  # (plan, its parameters whose values are checked)
         self.closure = False  # the step in progress was called with a closure (LBFGS, Lightning)
         # step() calls in progress: a subclass's step() calling super().step() runs the hooks twice when
         # torch has patched both classes' step (it patches the class of every optimizer it builds)
@@ -215,7 +216,8 @@ class Monitor:
         self._ev_optimizer = listeners("on_optimizer")
         self._ev_pre_step = listeners("on_pre_step")
         self._ev_post_step = listeners("on_post_step")
-        self._ev_loss = listeners("on_loss")
+        self._ev_losses = [c.on_losses for c in self.checks
+                           if type(c).on_losses is not Check.on_losses or type(c).on_loss is not Check.on_loss]
         self._ev_step = listeners("on_step")
         self._ev_params = listeners("on_params")
         self._ev_flush = listeners("on_flush")
@@ -785,9 +787,9 @@ class Monitor:
         h.add_losses(losses)
         for r in steps:
             h.add_step(r)
-        for r in losses:
-            for f in self._ev_loss:
-                f(r)
+        if losses:
+            for f in self._ev_losses:
+                f(losses)
         for r in steps:
             for f in self._ev_step:
                 f(r)
@@ -820,7 +822,11 @@ class Monitor:
             opt = st.opt
             if opt is None or st.params_bad or st.steps == 0:
                 continue
-            bad = transfer.nonfinite_params([p for g in opt.param_groups for p in g["params"]])
+            plan = self._plan(st, opt)
+            checkable = st.checkable
+            if checkable is None or checkable[0] is not plan:
+                checkable = st.checkable = (plan, transfer.checkable_params(plan[1]))
+            bad = transfer.nonfinite_params(checkable[1], uniform=plan[2])
             if bad:
                 st.params_bad = True
                 ok = max(st.param_ok_step, st.steps - 2) if after_finite_step and st.primary else st.param_ok_step

@@ -56,7 +56,7 @@ DEFAULTS: Dict[str, Any] = {
     # TL111: a feature whose RMS over the first `input-scale-batches` batches of a DataLoader is this
     # many times above or below the median feature's
     "input-scale-ratio": 100.0,
-    "input-scale-batches": 20,
+    "input-scale-batches": 10,
     # TL112: BatchNorm in training mode on batches of fewer samples than this, in half of its calls
     "bn-min-batch": 4,
     # TL113: every `dead-every` steps, the fraction of a ReLU layer's units that output 0 for the whole

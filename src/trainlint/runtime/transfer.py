@@ -40,7 +40,7 @@ def fetch_norms(steps: List[StepRecord]) -> None:
     host: Dict[Any, List[float]] = {}
     for dev, norms in by_device.items():
         if dev.type == "cpu":  # nothing to transfer: reading each 0-dim norm is cheaper than stacking them
-            host[dev] = list(map(float, norms))
+            host[dev] = [t.item() for t in norms]
         else:
             host[dev] = torch.stack(norms).float().cpu().tolist()
     offsets = {dev: 0 for dev in host}
@@ -79,16 +79,20 @@ def _fetch_clip(steps: List[StepRecord]) -> None:
             r.clip = v
 
 
-def nonfinite_params(params: List[Any]) -> List[Any]:
-    """The parameters among `params` holding NaN/Inf (one fused norm pass, then a check of the few
-    whose norm was not finite)."""
-    params = [p for p in params if p.layout == torch.strided and (p.is_floating_point() or p.is_complex())]
+def checkable_params(params: List[Any]) -> List[Any]:
+    """The parameters whose values `nonfinite_params` can check (dense, floating-point or complex)."""
+    return [p for p in params if p.layout == torch.strided and (p.is_floating_point() or p.is_complex())]
+
+
+def nonfinite_params(params: List[Any], uniform: bool = False) -> List[Any]:
+    """The parameters among `params` (`checkable_params`) holding NaN/Inf: one fused norm pass (without
+    autograd recording: `foreach_norms`), then a check of the few whose norm was not finite. `uniform`:
+    they are known to share one device and dtype (no grouping)."""
     if not params:
         return []
-    tensors = [p.detach() for p in params]
     ordered: List[Any] = []
     vecs: List[torch.Tensor] = []
-    for ps, ts in grouped(params, tensors):
+    for ps, ts in ([(params, params)] if uniform else grouped(params, params)):
         vecs.append(torch.stack(foreach_norms(ts)))
         ordered.extend(ps)
     values = torch.cat([v.to("cpu") for v in vecs]).tolist() if len(vecs) > 1 else vecs[0].cpu().tolist()

@@ -14,7 +14,9 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   steps numbered a multiple of `saturation-every` only; the wrappers exist only when a check
   listens)
 Flushed events (every `every` steps and at the end, host values in order):
-  on_loss(LossRecord), on_step(StepRecord), on_params(ParamCheck), then on_flush()
+  on_losses([LossRecord, ...]) (the block's losses in order; the default calls on_loss(LossRecord) for
+  each: a check that sees every loss loops itself, one call per block instead of one per loss),
+  on_step(StepRecord), on_params(ParamCheck), then on_flush()
 and finish() once at the end. `diagnostics()` may be called at any time and again later.
 
 When the flushed events run, `self.history` (`history.History`) already holds every record up to the
@@ -60,6 +62,11 @@ class Check:
     def on_activation(self, kind: str, x: Any, out: Any, dim: Optional[int]) -> None: ...
 
     # flushed events
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        on_loss = self.on_loss
+        for rec in recs:
+            on_loss(rec)
+
     def on_loss(self, rec: LossRecord) -> None: ...
     def on_step(self, rec: StepRecord) -> None: ...
     def on_params(self, rec: ParamCheck) -> None: ...

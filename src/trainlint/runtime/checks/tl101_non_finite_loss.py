@@ -4,7 +4,7 @@ the earlier finding that explains it, if there is one (a divergence reported by 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional
 
 from trainlint.codes import CODES
 from trainlint.runtime.checks.base import Check, fmt, when
@@ -26,20 +26,22 @@ class NonFiniteLoss(Check):
         self.last_finite: Optional[float] = None
         self.total = 0
 
-    def on_loss(self, rec: LossRecord) -> None:
-        self.total += 1
-        if math.isfinite(rec.value):
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        self.total += len(recs)
+        isfinite = math.isfinite
+        for rec in recs:
+            if isfinite(rec.value):
+                if self.first is None:
+                    self.last_finite = rec.value
+                continue
+            self.count += 1
             if self.first is None:
-                self.last_finite = rec.value
-            return
-        self.count += 1
-        if self.first is None:
-            self.first = rec
-            if not rec.scanned:
-                # read on an accelerator, in a block: examine the next non-finite step as it happens
-                self.ctx.arm_localisation()
-        if self.localised is None and rec.scanned:
-            self.localised = rec
+                self.first = rec
+                if not rec.scanned:
+                    # read on an accelerator, in a block: examine the next non-finite step as it happens
+                    self.ctx.arm_localisation()
+            if self.localised is None and rec.scanned:
+                self.localised = rec
 
     def _cause(self, step: int):
         """The earliest other finding at or before `step` that explains a diverging run."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional
 
 from trainlint.runtime.checks.base import Check, names_text, when
 from trainlint.runtime.records import LossRecord, ParamCheck, StepRecord
@@ -21,9 +21,14 @@ class NonFiniteGradient(Check):
         self.param_names: list = []
         self.first_bad_loss_step: Optional[int] = None
 
-    def on_loss(self, rec: LossRecord) -> None:
-        if self.first_bad_loss_step is None and not math.isfinite(rec.value):
-            self.first_bad_loss_step = rec.step
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        if self.first_bad_loss_step is not None:
+            return
+        isfinite = math.isfinite
+        for rec in recs:
+            if not isfinite(rec.value):
+                self.first_bad_loss_step = rec.step
+                return
 
     def on_step(self, rec: StepRecord) -> None:
         if not rec.bad:

@@ -51,20 +51,24 @@ class ShortBatchLossSpike(Check):
         self.open: Dict[Any, _Epoch] = {}  # backward() site -> epoch in progress
         self.results: Dict[Any, List[_Result]] = {}
 
-    def on_loss(self, rec: LossRecord) -> None:
-        if rec.epoch is None or rec.size is None:
-            return
-        key = rec.site  # one series per backward() line (a GAN's two losses are judged apart)
-        ep = self.open.get(key)
-        if ep is None or ep.epoch != rec.epoch:
-            if ep is not None:
-                self._close(key, ep)
-            ep = self.open[key] = _Epoch(rec.epoch)
-        prev = ep.last
-        if prev is not None and math.isfinite(prev.value) and not self._is_short(prev, ep):
-            ep.full_losses.append(prev.value)
-            ep.full_size = max(ep.full_size, prev.size or 0)
-        ep.last = rec
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        isfinite = math.isfinite
+        is_short = self._is_short
+        for rec in recs:
+            if rec.epoch is None or rec.size is None:
+                continue
+            key = rec.site  # one series per backward() line (a GAN's two losses are judged apart)
+            ep = self.open.get(key)
+            if ep is None or ep.epoch != rec.epoch:
+                if ep is not None:
+                    self._close(key, ep)
+                ep = self.open[key] = _Epoch(rec.epoch)
+            prev = ep.last
+            if prev is not None and isfinite(prev.value) and not is_short(prev, ep):
+                ep.full_losses.append(prev.value)
+                if prev.size is not None and prev.size > ep.full_size:
+                    ep.full_size = prev.size
+            ep.last = rec
 
     @staticmethod
     def _is_short(rec: LossRecord, ep: _Epoch) -> bool:

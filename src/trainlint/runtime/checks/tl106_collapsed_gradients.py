@@ -43,16 +43,23 @@ class CollapsedGradients(Check):
         self.last_loss: Optional[float] = None
         self.found_loss: Optional[float] = None
 
-    def on_loss(self, rec: LossRecord) -> None:
-        v = rec.value
-        if not math.isfinite(v):
-            return
-        self.last_loss = v
-        self.loss_by_step.setdefault(rec.step, []).append(v)
-        if self.ref_loss is None:
-            self.ref_losses.append(v)
-            if len(self.ref_losses) >= self.warmup:
-                self.ref_loss = median(self.ref_losses)
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        isfinite = math.isfinite
+        by_step = self.loss_by_step
+        for rec in recs:
+            v = rec.value
+            if not isfinite(v):
+                continue
+            self.last_loss = v
+            vals = by_step.get(rec.step)
+            if vals is None:
+                by_step[rec.step] = [v]
+            else:
+                vals.append(v)
+            if self.ref_loss is None:
+                self.ref_losses.append(v)
+                if len(self.ref_losses) >= self.warmup:
+                    self.ref_loss = median(self.ref_losses)
 
     def _step_loss(self, rec: StepRecord) -> Optional[float]:
         if rec.opt.primary:

@@ -43,32 +43,39 @@ class LossDiverged(Check):
         self.factor = float(settings["diverge-factor"])
         self.series: Dict[Any, _Series] = {}
 
-    def on_loss(self, rec: LossRecord) -> None:
-        v = rec.value
-        if not math.isfinite(v):
-            return  # TL101's
-        s = self.series.get(rec.site)
-        if s is None:
-            s = self.series[rec.site] = _Series()
-        s.count += 1
-        s.last = v
-        if s.ref is None:
-            s.first.append(v)
-            if len(s.first) >= _START:
-                s.ref = min(s.first)
-        s.recent.append(v)
-        if s.ref is None and len(s.first) < 2:
-            return
-        ref = s.ref if s.ref is not None else min(s.first)
-        if ref <= 0 or len(s.recent) < min(_SMOOTH, len(s.first) if s.ref is None else _SMOOTH):
-            return
-        level = median(s.recent)
-        if level > self.factor * ref:
-            s.above += 1
-            if s.found is None:
-                s.found, s.found_value = rec, level
-            if level > s.peak:
-                s.peak, s.peak_rec = level, rec
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        isfinite = math.isfinite
+        series = self.series
+        factor = self.factor
+        for rec in recs:
+            v = rec.value
+            if not isfinite(v):
+                continue  # TL101's
+            s = series.get(rec.site)
+            if s is None:
+                s = series[rec.site] = _Series()
+            s.count += 1
+            s.last = v
+            if s.ref is None:
+                s.first.append(v)
+                if len(s.first) >= _START:
+                    s.ref = min(s.first)
+            recent = s.recent
+            recent.append(v)
+            if s.ref is None and len(s.first) < 2:
+                continue
+            ref = s.ref if s.ref is not None else min(s.first)
+            if ref <= 0 or len(recent) < min(_SMOOTH, len(s.first) if s.ref is None else _SMOOTH):
+                continue
+            if max(recent) <= factor * ref:
+                continue  # (the usual case: the median cannot be above)
+            level = median(recent)
+            if level > factor * ref:
+                s.above += 1
+                if s.found is None:
+                    s.found, s.found_value = rec, level
+                if level > s.peak:
+                    s.peak, s.peak_rec = level, rec
 
     def diagnostics(self):
         out = []

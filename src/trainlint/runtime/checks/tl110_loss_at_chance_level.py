@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Deque, Dict, List, Optional
 
 from trainlint.runtime.checks.base import Check, fmt, median, when
 from trainlint.runtime.records import LossRecord
@@ -28,13 +28,14 @@ _STRIDE = 5  # the window is judged every this many losses
 
 
 class _Series:
-    __slots__ = ("recent", "starts", "classes", "found", "found_median", "run", "best_run", "start", "seen", "departed",
-                 "last3", "start_level")
+    __slots__ = ("recent", "starts", "classes", "chance", "found", "found_median", "run", "best_run", "start", "seen",
+                 "departed", "last3", "start_level")
 
     def __init__(self, size: int) -> None:
         self.recent: Deque[float] = deque(maxlen=size)  # the judged values
         self.starts: Deque[LossRecord] = deque(maxlen=size)  # their records (step, epoch of the window)
         self.classes = 0
+        self.chance = 0.0  # ln(classes)
         self.found: Optional[LossRecord] = None
         self.found_median = 0.0
         self.run = 0  # consecutive losses in a stalled stretch (window included)
@@ -55,33 +56,52 @@ class LossAtChanceLevel(Check):
         self.size = int(settings["chance-steps"])
         self.series: Dict[Any, _Series] = {}
 
-    def on_loss(self, rec: LossRecord) -> None:
-        value = rec.ce_value if isinstance(rec.ce_value, float) else rec.value
-        if rec.classes is None or not math.isfinite(value):
-            return
-        s = self.series.get(rec.site)
-        if s is None:
-            s = self.series[rec.site] = _Series(self.size)
-        if s.classes != rec.classes:
-            s.recent.clear()
-            s.starts.clear()
-            s.run = 0
-            s.classes = rec.classes
-            s.departed = False
-        chance = math.log(rec.classes)
-        s.last3.append(value)
-        if not s.departed and len(s.last3) == 3:
-            if s.start_level is None:
-                s.start_level = min(s.last3)
-            level = median(s.last3)
-            # below chance: the model had learned something; far above both chance and the start: it
-            # exploded (an initial loss somewhat above ln C is only the random initialisation)
-            if level < (1 - 2 * self.tol) * chance or level > 2 * max(chance, s.start_level):
-                s.departed = True
-        s.recent.append(value)
-        s.starts.append(rec)
-        s.seen += 1
-        if not s.departed or len(s.recent) < self.size or (s.seen - self.size) % _STRIDE:
+    def on_losses(self, recs: List[LossRecord]) -> None:
+        isfinite = math.isfinite
+        for rec in recs:
+            classes = rec.classes
+            if classes is None:
+                continue
+            value = rec.ce_value if rec.ce_value is not None else rec.value
+            if not isfinite(value):
+                continue
+            s = self.series.get(rec.site)
+            if s is None:
+                s = self.series[rec.site] = _Series(self.size)
+            if s.classes != classes:
+                s.recent.clear()
+                s.starts.clear()
+                s.run = 0
+                s.classes = classes
+                s.chance = math.log(classes)
+                s.departed = False
+            s.last3.append(value)
+            if not s.departed and len(s.last3) == 3:
+                self._depart(s)
+            s.recent.append(value)
+            s.starts.append(rec)
+            s.seen += 1
+            if s.departed and len(s.recent) >= self.size and not (s.seen - self.size) % _STRIDE:
+                self._judge(s)
+
+    def _depart(self, s: _Series) -> None:
+        """Has the loss left the chance level (the median of its last 3 far below it, or far above both
+        it and the start)?"""
+        chance = s.chance
+        if s.start_level is None:
+            s.start_level = min(s.last3)
+        level = median(s.last3)
+        # below chance: the model had learned something; far above both chance and the start: it
+        # exploded (an initial loss somewhat above ln C is only the random initialisation)
+        if level < (1 - 2 * self.tol) * chance or level > 2 * max(chance, s.start_level):
+            s.departed = True
+
+    def _judge(self, s: _Series) -> None:
+        """The last `chance-steps` losses: sitting at ln C without improving?"""
+        chance = s.chance
+        low, high = (1 - self.tol) * chance, (1 + self.tol) * chance
+        if max(s.recent) < low or min(s.recent) > high:
+            s.run = 0  # (the usual case: every loss of the window is away from chance, and so is the median)
             return
         values = list(s.recent)
         med = median(values)
