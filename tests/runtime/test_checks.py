@@ -84,8 +84,14 @@ def test_tl102_parameter_becomes_non_finite_with_finite_gradients():
 def test_tl103_missing_zero_grad():
     d = only(watched(S.no_zero_grad, steps=12), "TL103")
     assert d.runtime["step"] == 1
-    assert d.runtime["evidence"]["steps_not_cleared"] == 11
+    # the clearing is tracked at steps 0-3 of a short run (then at every `grad-every`-th step)
+    assert d.runtime["evidence"]["steps_not_cleared"] == 3 == d.runtime["evidence"]["steps_looked_at"] - 1
+    assert "3 of the 3 steps looked at after the first" in d.message
     assert d.runtime["confirms"] == "TL001"
+    with watch(config=False, grad_every=1) as w:
+        S.no_zero_grad(steps=12)
+    d = only(w.findings, "TL103")
+    assert d.runtime["evidence"]["steps_not_cleared"] == 11 and "11 of the 11 steps after the first" in d.message
 
 
 @pytest.mark.parametrize("clear", ["zero_grad", "zero_grad_keep", "model", "none_assign", "in_place"])

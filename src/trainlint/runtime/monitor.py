@@ -40,6 +40,7 @@ is_grad_enabled = torch.is_grad_enabled
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
+_TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
 # its first _CE_SETTLE losses; once they all agree, only every _CE_RECHECK-th loss of the line is read
@@ -56,7 +57,8 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "checkable", "closure", "var", "depth", "look", "look_after", "__weakref__")
+                 "params_bad", "plan", "checkable", "closure", "var", "depth", "look", "look_after",
+                 "track", "track_after", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
         self.ref = weakref.ref(opt)
@@ -78,6 +80,9 @@ class OptState:
         # are the gradients of its next step looked at (`Monitor.looks`), and of the step after it?
         self.look = True
         self.look_after = True
+        # ... and of those looks, is what happened to its gradients between the steps tracked (`tracks`)?
+        self.track = True
+        self.track_after = True
 
     @property
     def opt(self):
@@ -103,6 +108,19 @@ class LoaderState:
 
 
 _isfinite = math.isfinite
+
+
+class _Line:
+    """What the monitor keeps about the losses of one backward() line between flushes: their recent
+    level (a moving average, for the jump looks) and what they are (`Monitor._cross_entropy_at`)."""
+
+    __slots__ = ("level", "ce", "agreed", "seen")
+
+    def __init__(self) -> None:
+        self.level: Optional[float] = None
+        self.ce: Optional[Tuple[int, float]] = None  # the answer the losses agreed on
+        self.agreed = 0  # losses in a row that gave it (-1: they differ; every loss is read)
+        self.seen = 0  # losses of this line
 
 
 def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
@@ -188,8 +206,7 @@ class Monitor:
         self.localised = False
         self._hook_stale = False  # what the forward hook must do may have changed (see post_step)
         self._finite_step = -1  # the last step with a finite loss (losses read as they come: CPU)
-        self._levels: Dict[Site, float] = {}  # backward() line -> recent level of its loss (moving average)
-        self._ce_known: Dict[Site, List[Any]] = {}  # backward() line -> see `_cross_entropy_at`
+        self._lines: Dict[Site, _Line] = {}  # backward() line -> what is kept about its losses
         self._jumped = False  # a loss of the step in progress jumped above its level: look at the step
         self._params_looked = False  # the parameters were checked at the first non-finite loss
         self.captured: List[Tuple[Any, Any, Any]] = []
@@ -376,15 +393,18 @@ class Monitor:
             if scaled[0] is tensor:
                 tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
         site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
-        ce = self._cross_entropy_at(site, tensor)
+        line = self._lines.get(site)
+        if line is None:
+            line = self._lines[site] = _Line()
+        ce = self._cross_entropy_at(line, tensor)
         classes, ce_scale = ce if ce is not None else (None, None)
         if ce_scale == 1.0:
             ce_scale = None  # the loss is the cross-entropy itself
-        self._record_loss(tensor, site, classes, ce_scale)
+        self._record_loss(tensor, site, line, classes, ce_scale)
         if self.captured:
             self.captured.clear()  # the loss is recorded (and a non-finite one localised)
 
-    def _cross_entropy_at(self, site: Site, tensor: torch.Tensor) -> Optional[Tuple[int, float]]:
+    def _cross_entropy_at(self, line: _Line, tensor: torch.Tensor) -> Optional[Tuple[int, float]]:
         """Is the loss a cross-entropy over C classes (TL110's chance level), or one scaled by a constant
         on its way to backward() (Lightning's `loss / accumulate_grad_batches`)? Read from its autograd
         graph (metadata only, `cross_entropy_of`), per backward() line: for its first _CE_SETTLE losses,
@@ -392,18 +412,15 @@ class Monitor:
         a later disagreement makes the line read every loss again). Losses that alternate between kinds
         at one line never settle; a line whose loss changes kind for good (a curriculum) carries the old
         answer for at most _CE_RECHECK - 1 losses."""
-        known = self._ce_known.get(site)  # [answer, agreeing losses (-1: they differ), losses]
-        if known is None:
-            ce = cross_entropy_of(tensor)
-            self._ce_known[site] = [ce, 1, 1]
-            return ce
-        seen = known[2] = known[2] + 1
-        agreed = known[1]
+        seen = line.seen = line.seen + 1
+        agreed = line.agreed
         if agreed >= _CE_SETTLE and seen % _CE_RECHECK:
-            return known[0]
+            return line.ce
         ce = cross_entropy_of(tensor)
-        if agreed >= 0:
-            known[1] = agreed + 1 if ce == known[0] else -1
+        if seen == 1:
+            line.ce, line.agreed = ce, 1
+        elif agreed >= 0:
+            line.agreed = agreed + 1 if ce == line.ce else -1
         return ce
 
     def backward_end(self) -> None:
@@ -418,7 +435,7 @@ class Monitor:
     def _want_backward_end(self) -> None:
         self.wants_backward_end = bool(self.grads.active or self._ev_backward_end)
 
-    def _record_loss(self, t: torch.Tensor, site: Site, classes: Optional[int],
+    def _record_loss(self, t: torch.Tensor, site: Site, line: _Line, classes: Optional[int],
                      ce_scale: Optional[float] = None) -> None:
         """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_record`), unless
         it is non-finite and read as it came: then the record is built at once, for the checks that look
@@ -457,13 +474,13 @@ class Monitor:
                 self._finite_step = self.step
                 # a loss far above its line's recent level: the gradients of this step are looked at too
                 # (an explosion shows in the step it happens, whatever `grad-every` says)
-                level = self._levels.get(site)
+                level = line.level
                 if level is None:
-                    self._levels[site] = v
+                    line.level = v
                 else:
                     if v > _JUMP * level > 0.0:
                         self._jumped = True
-                    self._levels[site] = level + 0.1 * (v - level)
+                    line.level = level + 0.1 * (v - level)
                 self.losses_pending.append((v, index, self.step, epoch, cb, site, classes, ce_scale))
             else:
                 rec = _loss_record((v, index, self.step, epoch, cb, site, classes, ce_scale))
@@ -582,8 +599,8 @@ class Monitor:
         if self._ev_pre_step:
             for f in self._ev_pre_step:
                 f(st)
-        if st.look_after:
-            self.grads.before_step(st)  # the next step is a look
+        if st.track_after:
+            self.grads.before_step(st)  # the next step is a tracked look
         if (st.look or self._jumped) and not closure:  # a look (with a closure, at the end of the step)
             self._record_step(st, opt)
 
@@ -593,6 +610,7 @@ class Monitor:
         if st.var:
             st.label = st.var
         st.look, st.look_after = self.looks(0), self.looks(1)
+        st.track, st.track_after = self.tracks(0), self.tracks(1)
         for f in self._ev_optimizer:
             f(st)
 
@@ -608,10 +626,14 @@ class Monitor:
         if st.closure and (st.look or self._jumped):
             self._record_step(st, opt)
         st.steps += 1
-        look_next = st.look = st.look_after
-        st.look_after = self.looks(st.steps + 1)
-        if look_next or self.grads.active:
-            self.grads.post_step(st, look_next)
+        st.look = st.look_after
+        track_next = st.track = st.track_after
+        after = st.steps + 1  # (`looks` and `tracks`, inlined: this runs at every step)
+        scheduled = after % self.grad_every == 0
+        st.look_after = scheduled or after < self._dense
+        st.track_after = scheduled or after < _TRACKED_FIRST and after < self._dense
+        if track_next or self.grads.active:
+            self.grads.post_step(st, track_next)
             self._want_backward_end()
         if self._ev_post_step:
             for f in self._ev_post_step:
@@ -647,6 +669,15 @@ class Monitor:
         step, and what it finds (stale or cleared gradients, exploding or collapsed norms) lasts."""
         return step < self._dense or step % self.grad_every == 0
 
+    def tracks(self, step: int) -> bool:
+        """Of the looks (`looks`), is step `step` one where the clearing tracker (`gradtrack`) watches
+        what happens to the gradients between the steps (TL103, TL108)? The scheduled ones, and the first
+        _TRACKED_FIRST steps: a loop's clearing does not change from one step to the next (what the
+        tracker finds lasts, and its first step is the first it can find), so the other warm-up steps,
+        looked at for their norms, are not tracked (the tracker reads the sampled gradients five times
+        around each tracked step)."""
+        return step % self.grad_every == 0 or step < _TRACKED_FIRST and step < self._dense
+
     def looks_text(self) -> str:
         """Which steps' gradients are looked at, in words (for the report)."""
         if self.grad_every == 1:
@@ -659,6 +690,13 @@ class Monitor:
             return False
         lo = max(first, self._dense)
         return any(not self.looks(i) for i in range(lo, min(last, lo + self.grad_every) + 1))
+
+
+    def untracked_between(self, first: int, last: int) -> bool:
+        """Was any step in first..last (inclusive) not tracked (`tracks`)?"""
+        if self.grad_every == 1:
+            return False
+        return any(not self.tracks(i) for i in range(first, min(last, first + self.grad_every + _TRACKED_FIRST) + 1))
 
     def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
@@ -696,7 +734,9 @@ class Monitor:
         rec.no_grads = not grads
         rec.closure = st.closure
         rec.forced = not st.look  # (a step whose loss jumped)
-        rec.accumulated, rec.after_backward = self.grads.at_step(st)
+        rec.tracked = st.track
+        if st.track:
+            rec.accumulated, rec.after_backward = self.grads.at_step(st)
         if self._last_clip is not None:
             rec.clip = self._last_clip
             self._last_clip = None

@@ -57,7 +57,8 @@ class StepRecord:
     what happened to the gradients since the previous step."""
 
     __slots__ = ("opt", "step", "epoch", "total", "bad", "params", "vecs", "loss_index", "site", "short",
-                 "clip", "no_grads", "accumulated", "after_backward", "closure", "forced")
+                 "clip", "no_grads", "accumulated", "after_backward", "closure", "forced",
+                 "tracked")
 
     def __init__(self, opt, step: int, epoch: Optional[int], params: List[Any], vecs: List[Any],
                  loss_index: int):
@@ -79,6 +80,9 @@ class StepRecord:
         # looked at because its loss jumped, not on the schedule: the clearing tracker did not watch it
         # (`accumulated`/`after_backward` say nothing), and its own loss is why it was chosen
         self.forced = False
+        # the clearing tracker watched it (`accumulated`/`after_backward` are known): the scheduled looks and
+        # the first few steps (`Monitor.tracks`), not the rest of the warm-up nor a step looked at for its loss
+        self.tracked = True
 
     @property
     def raw(self) -> float:

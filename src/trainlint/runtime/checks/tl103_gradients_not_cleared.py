@@ -26,8 +26,8 @@ class GradientsNotCleared(Check):
         self.steps: Dict[Any, int] = {}
 
     def on_step(self, rec: StepRecord) -> None:
-        if rec.forced:
-            return  # looked at for its loss: the clearing was not watched
+        if not rec.tracked:
+            return  # looked at for its norms only (a warm-up step, or a step whose loss jumped)
         self.steps[rec.opt] = self.steps.get(rec.opt, 0) + 1
         if not rec.accumulated or rec.after_backward == "replaced":
             return
@@ -50,7 +50,7 @@ class GradientsNotCleared(Check):
         msg = (f"{opt.title}.step() at {when(r.step, r.epoch)} ran on gradients that were not cleared after "
                f"step {r.step - 1}: backward() added to them (no zero_grad() or `grad = None` between the "
                f"steps){clip}, so every update also repeats the previous ones; {n} of the {after} "
-               f"steps{' looked at' if self.ctx.unlooked_between(0, opt.steps - 1) else ''} after the first")
+               f"steps{' looked at' if self.ctx.untracked_between(0, opt.steps - 1) else ''} after the first")
         evidence = {"optimizer": opt.label, "steps_not_cleared": n, "steps_looked_at": self.steps.get(opt),
                     "optimizer_steps": opt.steps,
                     "parameters_checked": names}

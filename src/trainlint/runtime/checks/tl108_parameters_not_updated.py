@@ -46,8 +46,8 @@ class ParametersNotUpdated(Check):
         return ""
 
     def on_step(self, rec: StepRecord) -> None:
-        if rec.forced:
-            return  # looked at for its loss: the clearing was not watched
+        if not rec.tracked:
+            return  # looked at for its norms only (a warm-up step, or a step whose loss jumped)
         s = self.states.get(rec.opt)
         if s is None:
             s = self.states[rec.opt] = _State()
@@ -89,7 +89,7 @@ class ParametersNotUpdated(Check):
             else:
                 why = ("the gradients were zeroed in place between backward() and step(): "
                        "`zero_grad(set_to_none=False)` is called after `loss.backward()` instead of before it")
-            looked = " looked at" if self.ctx.unlooked_between(0, opt.steps - 1) else ""
+            looked = " looked at" if self.ctx.untracked_between(0, opt.steps - 1) else ""
             msg = (f"{opt.title}.step() changed nothing from {when(r.step, r.epoch)} on, for {s.found_len} "
                    f"consecutive steps ({s.noop} of the {s.steps} steps{looked} in all): {why}; the weights never change "
                    f"and the model does not learn")
