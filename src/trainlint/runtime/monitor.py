@@ -392,11 +392,22 @@ class Monitor:
             self._last_scaled = None
             if scaled[0] is tensor:
                 tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
-        site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
+        sites = self.sites
+        if caller is None:
+            site = sites.find(1)
+        elif caller.f_code is sites.memo_code and caller.f_lasti == sites.memo_at:
+            site = sites.memo_site  # (`SiteFinder.at`'s memo, inlined: this runs at every step)
+        else:
+            site = sites.at(caller)
+        self.last_loss_site = site
         line = self._lines.get(site)
         if line is None:
             line = self._lines[site] = _Line()
-        ce = self._cross_entropy_at(line, tensor)
+        seen = line.seen = line.seen + 1
+        if line.agreed >= _CE_SETTLE and seen % _CE_RECHECK:
+            ce = line.ce  # (`_cross_entropy_at`'s answer between its reads, inlined)
+        else:
+            ce = self._cross_entropy_at(line, tensor, seen)
         classes, ce_scale = ce if ce is not None else (None, None)
         if ce_scale == 1.0:
             ce_scale = None  # the loss is the cross-entropy itself
@@ -404,18 +415,16 @@ class Monitor:
         if self.captured:
             self.captured.clear()  # the loss is recorded (and a non-finite one localised)
 
-    def _cross_entropy_at(self, line: _Line, tensor: torch.Tensor) -> Optional[Tuple[int, float]]:
+    def _cross_entropy_at(self, line: _Line, tensor: torch.Tensor, seen: int) -> Optional[Tuple[int, float]]:
         """Is the loss a cross-entropy over C classes (TL110's chance level), or one scaled by a constant
         on its way to backward() (Lightning's `loss / accumulate_grad_batches`)? Read from its autograd
         graph (metadata only, `cross_entropy_of`), per backward() line: for its first _CE_SETTLE losses,
         then, if they all agreed, for every _CE_RECHECK-th (the others take the answer they agreed on;
         a later disagreement makes the line read every loss again). Losses that alternate between kinds
         at one line never settle; a line whose loss changes kind for good (a curriculum) carries the old
-        answer for at most _CE_RECHECK - 1 losses."""
-        seen = line.seen = line.seen + 1
+        answer for at most _CE_RECHECK - 1 losses. Called for the losses that are read (`seen`: this
+        one's number on its line); `backward_start` answers the others from `line.ce` itself."""
         agreed = line.agreed
-        if agreed >= _CE_SETTLE and seen % _CE_RECHECK:
-            return line.ce
         ce = cross_entropy_of(tensor)
         if seen == 1:
             line.ce, line.agreed = ce, 1

@@ -80,19 +80,19 @@ class BadInputData(Check):
             self.sites[where.loader] = self.ctx.sites.find(1)
         if sc is None:
             sc = self.scales[where.loader] = _Scale()
-        with torch.no_grad():
-            # on the CPU (losses read as they happen) NaN/Inf is looked for only when a loss is non-finite
-            deferred = immediate is False or (immediate is None and x.device.type != "cpu")
-            finite = torch.isfinite(x).all() if deferred else None
-            rms = None
-            if (not sc.done and sc.asked < self.scale_batches and x.dim() >= 2
-                    and 2 <= x.shape[1] <= _MAX_FEATURES):
-                sc.asked += 1
-                dims = [0] + list(range(2, x.dim()))  # every dimension but the features'
-                # each feature's sum of squares (two kernels; the root mean square is taken on the host,
-                # at the flush: NaN/Inf values make that batch's value for the feature unusable)
-                x = x.detach().float()
-                rms = ((x * x).sum(dim=dims), x.numel() // x.shape[1])
+        x = x.detach()  # (no autograd recording, without a no_grad() context)
+        # on the CPU (losses read as they happen) NaN/Inf is looked for only when a loss is non-finite
+        deferred = immediate is False or (immediate is None and x.device.type != "cpu")
+        finite = torch.isfinite(x).all() if deferred else None
+        rms = None
+        shape = x.shape
+        if not sc.done and sc.asked < self.scale_batches and len(shape) >= 2 and 2 <= shape[1] <= _MAX_FEATURES:
+            sc.asked += 1
+            dims = [0, *range(2, len(shape))]  # every dimension but the features'
+            # each feature's sum of squares (two kernels; the root mean square is taken on the host, at
+            # the flush: NaN/Inf values make that batch's value for the feature unusable)
+            x = x.float()
+            rms = ((x * x).sum(dim=dims), x.numel() // shape[1])
         if finite is not None or rms is not None:
             self.pending.append((where, finite, rms))
 

@@ -78,15 +78,17 @@ class DeadRelu(FractionLooks):
         if not s.name and step >= 2:
             s.name = self.ctx.module_name(module)
         x = inputs[0]
-        if x.dim() < 2 or x.shape[0] < 2 or not x.is_floating_point():
+        shape = x.shape
+        nd = len(shape)
+        if nd < 2 or shape[0] < 2 or not x.is_floating_point():
             return
         if self.site is None:
             self.site = self.ctx.sites.find(1)
         # a unit (a channel of a convolution) is alive when it is > 0 for some sample (and position):
         # its maximum over the batch (and positions) is > 0. One kernel here (on a detached input: no
         # graph); the units are counted at the flush, for every look at once
-        dims = _DIMS[x.dim()] if x.dim() < len(_DIMS) else (0,) + tuple(range(2, x.dim()))
-        s.units = int(x.shape[1])
+        dims = _DIMS[nd] if nd < len(_DIMS) else (0,) + tuple(range(2, nd))
+        s.units = int(shape[1])
         self.pending.append((s, step, self.ctx.epoch(), x.detach().amax(dim=dims)))
 
     def fractions(self, pending) -> List[float]:
