@@ -638,3 +638,29 @@ def test_backward_on_a_tensor_that_is_no_loss_raises_torchs_error_and_records_no
         with pytest.raises(RuntimeError):
             torch.ones((), dtype=torch.long).backward()  # an integer tensor cannot require a gradient
     assert w.monitor.errors == [] and w.monitor.loss_count == 0
+
+
+@pytest.mark.parametrize("captured", [True, False], ids=["cpu-captured", "accelerator-hooked"])
+def test_tl113_looks_at_the_captured_relu_calls_where_outputs_are_captured_and_hooks_them_elsewhere(
+        captured, monkeypatch):
+    from trainlint.runtime import sources
+
+    hooked = []
+    original = sources.Sources.watch_module
+
+    def watch_module(self, module, callback):
+        hooked.append(type(module).__name__)
+        return original(self, module, callback)
+
+    monkeypatch.setattr(sources.Sources, "watch_module", watch_module)
+    with watch(config=False) as w:
+        if not captured:
+            w.monitor.immediate = False  # values kept on the device: no module output is captured
+        S.classifier(steps=100)
+    (tl113,) = [c for c in w.monitor.checks if c.code == "TL113"]
+    looks = [s.looks for s in tl113.states.values()]
+    assert looks and all(n == 5 for n in looks)  # steps 0, 20, 40, 60 and 80 (dead-every)
+    if captured:
+        assert hooked == []  # shown from the captured module calls: no hook, no slow path
+    else:
+        assert hooked and set(hooked) == {"ReLU"}

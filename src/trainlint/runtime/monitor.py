@@ -254,6 +254,8 @@ class Monitor:
         self._sampled_watch: Dict[int, List[Tuple[Any, Any]]] = {}  # every -> [(module ref, callback)]
         self._sampled_handles: Dict[int, List[Any]] = {}  # every -> hooks attached for the step in progress
         self._rewatch_at = _NEVER  # the next step at which _rewatch has something to do
+        # id(module) -> [(module ref, callback)] to show from `captured` in the step in progress (`_rewatch`)
+        self._shown: Optional[Dict[int, List[Tuple[Any, Any]]]] = None
 
     # ------------------------------------------------------------------ attach / detach
     @property
@@ -308,6 +310,8 @@ class Monitor:
                                       limit=_CAPTURE_LIMIT)
             if not need:
                 self.captured.clear()
+            if self._sampled_watch:
+                self._rewatch_at = 0  # sampled module watches: through the capture or hooks (`_rewatch`)
 
     def _capturing(self) -> bool:
         if not self._want_capture or self.localised:
@@ -357,21 +361,42 @@ class Monitor:
             callback(module, inputs)
 
     def _rewatch(self) -> None:
-        """After a step: hook the modules of the checks that look at the next step, unhook the others."""
+        """After a step: watch the modules of the checks that look at the next step, stop watching the
+        others. Where module outputs are captured anyway (the CPU: `captured`), the calls of the next step
+        are shown from the captured list at backward() (`_show_captured`): no hook, no slow path; else
+        the modules are hooked for that step."""
         step = self.step
         # the next step at which some hook must come or go: at a multiple of `every`, and the step after
         self._rewatch_at = min((step + 1 if step % e == 0 else step + e - step % e
                                 for e in self._sampled_watch if e > 1), default=_NEVER)
+        from_capture = self.sources.forward_installed and self.sources.forward_hook == self.capture
+        shown: Dict[int, List[Tuple[Any, Any]]] = {}
         for every, modules in self._sampled_watch.items():
             due = step % every == 0
             handles = self._sampled_handles.pop(every, None)
-            if handles and not due:
+            if handles and (not due or from_capture):
                 for h in handles:
                     self.sources.unwatch(h)
-            elif due and not handles:
-                handles = [self.sources.watch_module(m, cb) for ref, cb in modules for m in (ref(),) if m is not None]
-            if due:
-                self._sampled_handles[every] = handles or []
+                handles = None
+            if due and from_capture:
+                for ref, cb in modules:
+                    m = ref()
+                    if m is not None:
+                        shown.setdefault(id(m), []).append((ref, cb))
+            elif due:
+                if not handles:
+                    handles = [self.sources.watch_module(m, cb) for ref, cb in modules for m in (ref(),) if m is not None]
+                self._sampled_handles[every] = handles
+        self._shown = shown or None
+
+    def _show_captured(self) -> None:
+        """A step some check watches modules in, with their outputs captured: show it the calls of this
+        backward()'s forward, in order (the inputs, as a forward pre-hook would see them)."""
+        shown = self._shown
+        for module, inputs, _ in self.captured:
+            for ref, cb in shown.get(id(module), ()):
+                if ref() is module:
+                    cb(module, inputs)
 
     # ------------------------------------------------------------------ backward
     def backward_start(self, tensor: Optional[torch.Tensor], implicit: bool, caller: Any = None) -> None:
@@ -385,6 +410,8 @@ class Monitor:
         # raises torch's own error)
         if tensor is None or not implicit:
             if self.captured:
+                if self._shown is not None:
+                    self._show_captured()
                 self.captured.clear()  # no loss to localise: the forward's outputs are not needed
             return
         scaled = self._last_scaled
@@ -413,6 +440,8 @@ class Monitor:
             ce_scale = None  # the loss is the cross-entropy itself
         self._record_loss(tensor, site, line, classes, ce_scale)
         if self.captured:
+            if self._shown is not None:
+                self._show_captured()
             self.captured.clear()  # the loss is recorded (and a non-finite one localised)
 
     def _cross_entropy_at(self, line: _Line, tensor: torch.Tensor, seen: int) -> Optional[Tuple[int, float]]:

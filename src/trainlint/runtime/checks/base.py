@@ -9,7 +9,9 @@ Host-time events (called synchronously from the hooks; must be cheap, no device 
   the batch in use, or None),
   on_module_input(module, inputs) (each call of a module of a type listed in the check's `watches`,
   before its forward; modules are found in the first steps; with `watch_every`, only in the steps
-  numbered a multiple of that setting),
+  numbered a multiple of that setting, and where module outputs are captured (the CPU) after the
+  forward, at that step's backward(), for the calls made with gradients enabled; the inputs are the
+  same unless the module changed them in place, as `ReLU(inplace=True)` does),
   on_activation(kind, x, out, dim) (a softmax (`dim`) or sigmoid call of the training graph, in the
   steps numbered a multiple of `saturation-every` only; the wrappers exist only when a check
   listens)
@@ -41,7 +43,8 @@ class Check:
     reads_findings = False
     watches: tuple = ()  # module types whose inputs on_module_input() sees
     # the setting (a number of steps) when on_module_input() is needed only in the steps numbered a
-    # multiple of it: the hooks are then attached for those steps only (a hooked module is slower to call)
+    # multiple of it: the calls are then shown from the captured module outputs, or through hooks attached
+    # for those steps only (a hooked module is slower to call)
     watch_every = ""
 
     def __init__(self, ctx: Any, settings: Dict[str, Any]):
