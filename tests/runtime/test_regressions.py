@@ -664,3 +664,28 @@ def test_tl113_looks_at_the_captured_relu_calls_where_outputs_are_captured_and_h
         assert hooked == []  # shown from the captured module calls: no hook, no slow path
     else:
         assert hooked and set(hooked) == {"ReLU"}
+
+
+@pytest.mark.parametrize("captured", [True, False], ids=["cpu", "accelerator-path"])
+def test_a_parameter_the_loss_does_not_use_is_checked_at_every_fourth_flush_on_the_cpu(captured):
+    # on the CPU a NaN parameter the loss uses shows in the next loss, which checks them at once; one it
+    # does not use is found by the flush's pass, every 4th flush there (every flush on an accelerator)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    unused = torch.nn.Linear(4, 4)  # optimized, never called
+    opt = torch.optim.SGD([*model.parameters(), *unused.parameters()], lr=0.01)
+    with watch(config=False, every=5) as w:
+        if not captured:
+            w.monitor.immediate = False
+        for step in range(30):
+            if step == 12:
+                with torch.no_grad():
+                    unused.weight[0, 0] = float("nan")
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(torch.randn(8, 4)), torch.zeros(8, 1)).backward()
+            opt.step()
+    d = only(w.findings, "TL102")
+    ev = d.runtime["evidence"]
+    assert ev["kind"] == "parameter" and ev["parameters"] == ["<parameter of shape (4, 4)>"]
+    # flushes after steps 4, 9, 14, 19, 24: checked at the 1st and 5th on the CPU, at each elsewhere
+    assert (ev["last_finite_check_step"], d.runtime["step"]) == ((4, 24) if captured else (9, 14))

@@ -36,10 +36,12 @@ from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, cross_entropy_of, foreach_norms, grouped, nonfinite
 
 is_grad_enabled = torch.is_grad_enabled
+_Tensor = torch.Tensor
 
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
+_PARAMS_EVERY = 4  # flushes between two checks of the parameter values, where losses are read as they come
 _TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
@@ -215,6 +217,7 @@ class Monitor:
         self.attached = False
         self.closed = False
         self.draining = False  # a flush for findings wanted now (see `flush`)
+        self._flushes = 0
         self.wants_backward_end = False  # backward_end() wanted (see there; set once the checks are known)
         self.errors: List[str] = []
         self.started: Optional[float] = None  # wall-clock time of attach() and detach(), for the report
@@ -814,7 +817,13 @@ class Monitor:
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
-        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), st.full, self.step)
+        tp = type(batch)
+        if (tp is list or tp is tuple) and batch and type(batch[0]) is _Tensor:
+            shape = batch[0].shape  # (`batch_size_of`'s usual case, inlined: this runs at every batch)
+            size = shape[0] if shape else None
+        else:
+            size = batch_size_of(batch)
+        self.current_batch = (st, st.epoch, st.batch, size, st.full, self.step)
         # the batch itself, by reference, for a check reading it at a non-finite loss (never in a loss
         # record: the pending records would keep every batch of a flush alive)
         self.current_data = batch if self._ev_bad_loss else None
@@ -857,10 +866,15 @@ class Monitor:
         if not losses and not steps and self.step == 0:
             return
         losses = [r if type(r) is LossRecord else _loss_record(r) for r in losses]
+        self._flushes += 1
         with torch.no_grad():
             transfer.fetch_losses(losses)
             transfer.fetch_norms(steps)
-            param_checks = self._check_params()
+            # where losses are read as they come (the CPU), parameters that turn NaN/Inf almost always show
+            # in the next loss, which checks them at once (`_params_at_first_bad_loss`): the flush's pass
+            # over them, for parameters the loss does not use, runs every _PARAMS_EVERY-th flush there
+            due = not self.immediate or self.draining or self._flushes % _PARAMS_EVERY == 1
+            param_checks = self._check_params() if due else []
         h = self.history
         h.add_losses(losses)
         for r in steps:
