@@ -629,12 +629,12 @@ def dirty_data(epochs: int = 2, bad_row: int = 437):
     return losses
 
 
-def unnormalised(epochs: int = 2, missing_row: Optional[int] = None):
+def unnormalised(epochs: int = 2, missing_row: Optional[int] = None, units: float = 1e4):
     """TL111: tabular data with one feature in raw units (an income, ~1e4) next to standardised ones;
     with `missing_row`, that row's value of it is missing (NaN)."""
     torch.manual_seed(0)
     data = _regression_data(n=640)
-    data.tensors[0][:, 5] = 3e4 + 1e4 * data.tensors[0][:, 5]
+    data.tensors[0][:, 5] = 3 * units + units * data.tensors[0][:, 5]
     if missing_row is not None:
         data.tensors[0][missing_row, 5] = float("nan")
     loader = DataLoader(data, batch_size=64, shuffle=True)

@@ -1,8 +1,8 @@
 """What happened to the gradients between two optimizer steps, from tensor metadata only (no device reads).
 
-Per optimizer, a few sampled parameters are watched around the steps that are looked at (every
-`grad-every` steps; nothing runs in between): after the step before a look, their gradient tensors'
-identity and version counter are remembered ("stale": they hold the gradients the step just used).
+Per optimizer, a few sampled parameters are watched around the tracked steps (`Monitor.tracks`: every
+`grad-every` steps and steps 0-3; nothing runs in between): after the step before one, their gradient
+tensors' identity and version counter are remembered ("stale": they hold the gradients the step just used).
 Clearing replaces or modifies them: `zero_grad()` (set to None, or zeroed in place), `p.grad = None`,
 `p.grad.zero_()`. When a backward() starts while they are still the same tensors at the same version,
 it accumulates onto the previous step's gradients ("accumulated"). At the next step the tracker also
@@ -92,9 +92,9 @@ def _sample(opt) -> List[Any]:
 
 
 class GradTracker:
-    """Per optimizer, around the steps that are looked at (`look`: every `grad-every` steps): from the
-    step before a look (what its own step() did to the gradients, the snapshot after it) to the look's
-    step. Between looks nothing runs: `active` counts the optimizers being tracked."""
+    """Per optimizer, around the tracked steps (`Monitor.tracks`: every `grad-every` steps and steps
+    0-3): from the step before one (what its own step() did to the gradients, the snapshot after it) to
+    the tracked step. In between nothing runs: `active` counts the optimizers being tracked."""
 
     def __init__(self) -> None:
         self.tracks: Dict[Any, _Track] = {}  # OptState -> track

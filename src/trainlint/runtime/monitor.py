@@ -41,6 +41,7 @@ _Tensor = torch.Tensor
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
+_NO_LOSS = object()  # (see `Monitor._loss_value`)
 _PARAMS_EVERY = 4  # flushes between two checks of the parameter values, where losses are read as they come
 _TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
@@ -113,16 +114,17 @@ _isfinite = math.isfinite
 
 
 class _Line:
-    """What the monitor keeps about the losses of one backward() line between flushes: their recent
-    level (a moving average, for the jump looks) and what they are (`Monitor._cross_entropy_at`)."""
+    """What the monitor keeps about the losses of one backward() line: their recent level (a moving
+    average, for the jump looks) and what they are (`Monitor._cross_entropy_at`)."""
 
-    __slots__ = ("level", "ce", "agreed", "seen")
+    __slots__ = ("level", "ce", "agreed", "seen", "next_read")
 
     def __init__(self) -> None:
         self.level: Optional[float] = None
         self.ce: Optional[Tuple[int, float]] = None  # the answer the losses agreed on
         self.agreed = 0  # losses in a row that gave it (-1: they differ; every loss is read)
         self.seen = 0  # losses of this line
+        self.next_read = 0  # the number of the loss read next, once settled
 
 
 def _loss_record(p: Tuple[Any, ...]) -> LossRecord:
@@ -314,7 +316,7 @@ class Monitor:
             if not need:
                 self.captured.clear()
             if self._sampled_watch:
-                self._rewatch_at = 0  # sampled module watches: through the capture or hooks (`_rewatch`)
+                self._rewatch()  # the step about to run: its sampled module watches through the capture or hooks
 
     def _capturing(self) -> bool:
         if not self._want_capture or self.localised:
@@ -409,9 +411,8 @@ class Monitor:
         if self._ev_backward_start:
             for f in self._ev_backward_start:
                 f()
-        # (an implicit gradient needs a real scalar: `_record_loss` drops any other tensor, whose backward()
-        # raises torch's own error)
-        if tensor is None or not implicit:
+        value = self._loss_value(tensor) if tensor is not None and implicit else _NO_LOSS
+        if value is _NO_LOSS:
             if self.captured:
                 if self._shown is not None:
                     self._show_captured()
@@ -422,6 +423,10 @@ class Monitor:
             self._last_scaled = None
             if scaled[0] is tensor:
                 tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
+                if value is not None:
+                    value = self._loss_value(tensor)
+                    if value is _NO_LOSS:  # (not expected: the unscaled loss of a scaled scalar)
+                        return
         sites = self.sites
         if caller is None:
             site = sites.find(1)
@@ -434,14 +439,14 @@ class Monitor:
         if line is None:
             line = self._lines[site] = _Line()
         seen = line.seen = line.seen + 1
-        if line.agreed >= _CE_SETTLE and seen % _CE_RECHECK:
+        if line.agreed >= _CE_SETTLE and seen != line.next_read:
             ce = line.ce  # (`_cross_entropy_at`'s answer between its reads, inlined)
         else:
             ce = self._cross_entropy_at(line, tensor, seen)
         classes, ce_scale = ce if ce is not None else (None, None)
         if ce_scale == 1.0:
             ce_scale = None  # the loss is the cross-entropy itself
-        self._record_loss(tensor, site, line, classes, ce_scale)
+        self._record_loss(tensor, value, site, line, classes, ce_scale)
         if self.captured:
             if self._shown is not None:
                 self._show_captured()
@@ -451,12 +456,16 @@ class Monitor:
         """Is the loss a cross-entropy over C classes (TL110's chance level), or one scaled by a constant
         on its way to backward() (Lightning's `loss / accumulate_grad_batches`)? Read from its autograd
         graph (metadata only, `cross_entropy_of`), per backward() line: for its first _CE_SETTLE losses,
-        then, if they all agreed, for every _CE_RECHECK-th (the others take the answer they agreed on;
-        a later disagreement makes the line read every loss again). Losses that alternate between kinds
-        at one line never settle; a line whose loss changes kind for good (a curriculum) carries the old
-        answer for at most _CE_RECHECK - 1 losses. Called for the losses that are read (`seen`: this
-        one's number on its line); `backward_start` answers the others from `line.ce` itself."""
+        then, if they all agreed, for one loss in each block of _CE_RECHECK (the others take the answer
+        they agreed on; a later disagreement makes the line read every loss again). The loss read moves
+        within the block (by 7 places from one block to the next: every place in turn), so losses that
+        alternate between kinds in any pattern are found out: from the start, while settling; later, at a
+        read. A line whose loss changes kind for good (a curriculum) carries the old answer for at most
+        _CE_RECHECK + 6 losses. Called for the losses that are read (`seen`: this one's number on its
+        line); `backward_start` answers the others from `line.ce` itself."""
         agreed = line.agreed
+        block = seen // _CE_RECHECK + 1
+        line.next_read = block * _CE_RECHECK + 7 * block % _CE_RECHECK
         ce = cross_entropy_of(tensor)
         if seen == 1:
             line.ce, line.agreed = ce, 1
@@ -476,25 +485,30 @@ class Monitor:
     def _want_backward_end(self) -> None:
         self.wants_backward_end = bool(self.grads.active or self._ev_backward_end)
 
-    def _record_loss(self, t: torch.Tensor, site: Site, line: _Line, classes: Optional[int],
-                     ce_scale: Optional[float] = None) -> None:
-        """One loss. Kept as a tuple until the flush builds its `LossRecord` (`_loss_record`), unless
-        it is non-finite and read as it came: then the record is built at once, for the checks that look
-        at the batch and the module outputs while they are still there."""
+    def _loss_value(self, t: torch.Tensor) -> Any:
+        """The value of a loss given to backward() with an implicit gradient: a float where losses are read
+        as they come (the CPU; on an accelerator while armed, after a failure), else None (read at the
+        flush); _NO_LOSS for a tensor that is not a real scalar (whose backward() raises torch's own error):
+        nothing is recorded for it."""
         immediate = self.immediate
         if immediate is None:
+            if t.numel() != 1 or not t.is_floating_point():
+                return _NO_LOSS
             immediate = self.immediate = t.device.type == "cpu" or self.every == 1
         if immediate or self.armed > 0:
             try:
-                v = t.item()  # free on the CPU; on an accelerator only while armed (after a failure)
+                v = t.item()  # free on the CPU
             except RuntimeError:  # not one element
-                return
-            if type(v) is not float:  # an integer, boolean or complex tensor
-                return
-        elif t.numel() == 1 and t.is_floating_point():
-            v = None  # read at the flush
-        else:
-            return
+                return _NO_LOSS
+            return v if type(v) is float else _NO_LOSS  # (not an integer, boolean or complex tensor)
+        return None if t.numel() == 1 and t.is_floating_point() else _NO_LOSS
+
+    def _record_loss(self, t: torch.Tensor, v: Optional[float], site: Site, line: _Line, classes: Optional[int],
+                     ce_scale: Optional[float] = None) -> None:
+        """One loss (`v`: its value, or None when it is read at the flush). Kept as a tuple until the flush
+        builds its `LossRecord` (`_loss_record`), unless it is non-finite and read as it came: then the
+        record is built at once, for the checks that look at the batch and the module outputs while they
+        are still there."""
         cb = self.current_batch
         epoch = None
         if cb is not None:

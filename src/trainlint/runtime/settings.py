@@ -12,7 +12,8 @@ DEFAULTS: Dict[str, Any] = {
     # how often (in optimizer steps) device-side scalars are copied to the host and checked
     "every": 50,
     # the gradients are looked at (norms: TL102/TL105/TL106; clearing: TL103/TL108) in the steps of each
-    # optimizer numbered a multiple of this (all of the first `warmup-steps`): reading every gradient is
+    # optimizer numbered a multiple of this (norms: also every step of the first `warmup-steps`;
+    # clearing: also steps 0-3, `Monitor.tracks`): reading every gradient is
     # the largest cost per step (a look costs ~10x a plain step's bookkeeping: the norms of every
     # gradient and the clearing tracker around it). What the schedule finds lasts (uncleared or cleared
     # gradients, collapsed norms), and where losses are read as they come (the CPU) a step whose loss

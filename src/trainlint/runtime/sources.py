@@ -282,15 +282,16 @@ class Sources:
         sink = self.sink
         autograd = torch.autograd
         has_torch_function = getattr(torch._C, "_has_torch_function_unary", None)
+        # torch's own `Tensor.backward` (not a wrapper someone put there before us): for a plain tensor it
+        # only calls `torch.autograd.backward`, which this wrapper then calls itself
+        code = getattr(orig, "__code__", None)
+        torchs_own = (has_torch_function is not None and code is not None
+                      and code.co_filename.replace("\\", "/").endswith("torch/_tensor.py"))
 
         @functools.wraps(orig)
         def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
             tls = src._tls
             if sink.closed or getattr(tls, "depth", 0):
-                return orig(self, gradient, retain_graph, create_graph, inputs)
-            if has_torch_function is None or has_torch_function(self):
-                # a tensor subclass or a torch-function mode: torch's `Tensor.backward` dispatches it (and
-                # reaches this wrapper again, or `torch.autograd.backward`'s)
                 return orig(self, gradient, retain_graph, create_graph, inputs)
             tls.depth = 1
             try:
@@ -298,13 +299,16 @@ class Sources:
                     sink.backward_start(self, gradient is None, _getframe(1))
                 except Exception as exc:  # pragma: no cover - defensive
                     sink.internal(exc)
-                # what torch's `Tensor.backward` does for a plain tensor, without its frame and without
-                # passing through the `torch.autograd.backward` wrapper as well (two Python frames fewer
-                # at every step)
-                run = autograd.backward
-                if run is src._autograd_wrapper:
-                    run = src._autograd_orig
-                return run(self, gradient, retain_graph, create_graph, inputs=inputs)
+                if torchs_own and not has_torch_function(self):
+                    # a plain tensor, no torch-function mode: what torch's `Tensor.backward` does, without
+                    # its frame and without passing through the `torch.autograd.backward` wrapper as well
+                    run = autograd.backward
+                    if run is src._autograd_wrapper:
+                        run = src._autograd_orig
+                    return run(self, gradient, retain_graph, create_graph, inputs=inputs)
+                # a tensor subclass or a torch-function mode dispatches (and comes back here, or to the
+                # `torch.autograd.backward` wrapper, as one call in progress); a wrapper put before ours runs
+                return orig(self, gradient, retain_graph, create_graph, inputs)
             finally:
                 tls.depth = 0
                 if sink.wants_backward_end:

@@ -89,9 +89,10 @@ class BadInputData(Check):
         if not sc.done and sc.asked < self.scale_batches and len(shape) >= 2 and 2 <= shape[1] <= _MAX_FEATURES:
             sc.asked += 1
             dims = [0, *range(2, len(shape))]  # every dimension but the features'
-            # each feature's sum of squares (two kernels; the root mean square is taken on the host, at
-            # the flush: NaN/Inf values make that batch's value for the feature unusable)
-            x = x.float()
+            # each feature's sum of squares, NaN/Inf values counted as 0 (a value so large that its square
+            # overflows makes the sum infinite: a scale far off indeed); the root mean square is taken on
+            # the host, at the flush
+            x = torch.nan_to_num(x.float(), 0.0, 0.0, 0.0)
             rms = ((x * x).sum(dim=dims), x.numel() // shape[1])
         if finite is not None or rms is not None:
             self.pending.append((where, finite, rms))
@@ -120,7 +121,7 @@ class BadInputData(Check):
             if rms is not None:
                 sc = self.scales[where.loader]
                 squares, count = rms
-                sc.rms.append([math.sqrt(v / count) if v >= 0.0 else math.nan for v in squares.cpu().tolist()])
+                sc.rms.append([math.sqrt(v / count) for v in squares.cpu().tolist()])
                 sc.place = sc.place or where
                 if len(sc.rms) >= self.scale_batches:
                     self._judge(sc)
@@ -136,8 +137,7 @@ class BadInputData(Check):
         n = len(sc.rms[0])
         if any(len(r) != n for r in sc.rms):
             return
-        # each feature's median over the batches where it was finite (0 where it never was)
-        per_feature = [median([r[i] for r in sc.rms if math.isfinite(r[i])] or [0.0]) for i in range(n)]
+        per_feature = [median([r[i] for r in sc.rms]) for i in range(n)]
         nonzero = [v for v in per_feature if v > 0]
         if len(nonzero) < 2:
             return

@@ -1,8 +1,10 @@
 """TL113 dead-relu: a ReLU layer most of whose units output zero for every sample of the batch, for many
 checks in a row, after they were alive: dead units that no gradient can revive.
 
-Each `nn.ReLU` module found in the first steps gets a forward pre-hook; every `dead-every` optimizer
-steps (first call of the module in that step), the number of its units whose input is > 0 for some
+Each `nn.ReLU` module found in the first steps is watched (`watch_every`: its calls are shown from the
+captured module outputs where those are captured, the CPU, else through a forward pre-hook attached for
+those steps); every `dead-every` optimizer steps (first call of the module in that step), the number of
+its units whose input is > 0 for some
 sample (and some position: a unit of a convolution is a channel; its maximum over the batch is > 0) is
 counted on the device and read at the flush. Reported when a layer's dead fraction is at least
 `dead-fraction` in `dead-checks` consecutive checks, having been below it at the first check.
