@@ -621,7 +621,10 @@ def _one_line_two_kinds(kinds):
     with watch(config=False) as w:
         for kind in kinds:
             out = model(torch.randn(16, 8))
-            loss = F.cross_entropy(out, torch.randint(0, 4, (16,))) if kind == "ce" else F.mse_loss(out, out.detach() + 1)
+            if kind == "ce":
+                loss = F.cross_entropy(out, torch.randint(0, 4, (16,)))
+            else:
+                loss = F.mse_loss(out, out.detach() + 1)
             opt.zero_grad()
             loss.backward()
             opt.step()

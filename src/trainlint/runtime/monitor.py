@@ -390,7 +390,8 @@ class Monitor:
                         shown.setdefault(id(m), []).append((ref, cb))
             elif due:
                 if not handles:
-                    handles = [self.sources.watch_module(m, cb) for ref, cb in modules for m in (ref(),) if m is not None]
+                    handles = [self.sources.watch_module(m, cb)
+                               for ref, cb in modules for m in (ref(),) if m is not None]
                 self._sampled_handles[every] = handles
         self._shown = shown or None
 
