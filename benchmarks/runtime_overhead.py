@@ -18,6 +18,14 @@ time is the steadier of the two. CUDA (when available, or
 
     python benchmarks/runtime_overhead.py                 # CPU models (+ CUDA if available)
     python benchmarks/runtime_overhead.py --steps 300 --repeats 7 --threads 1
+
+On a shared machine the ratio drifts by points from one run to the next. To compare two versions of
+trainlint, alternate them: `--baseline DIR --pairs N` runs each CPU model N times with the trainlint
+found under DIR (the `src` folder of another checkout, e.g. `git worktree add /tmp/old <commit>`, then
+`--baseline /tmp/old/src`) and N times with this checkout's, in turns, and prints every `watch` ratio
+and the medians:
+
+    python benchmarks/runtime_overhead.py --models mlp --steps 300 --repeats 7 --baseline /tmp/old/src --pairs 4
 """
 
 from __future__ import annotations
@@ -187,12 +195,20 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="tiny,mlp,cnn", help="CPU models (tiny, mlp, cnn)")
     ap.add_argument("--check-sync", action="store_true", help="CUDA: count synchronisations")
     ap.add_argument("--in-process", action="store_true", help="run every CPU model in this process")
+    ap.add_argument("--baseline", metavar="DIR", help="a trainlint `src` folder to alternate with this one")
+    ap.add_argument("--pairs", type=int, default=4, help="with --baseline: runs of each version (default 4)")
     ap.add_argument("--quiet-header", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if not a.quiet_header:
         print(f"torch {torch.__version__}, {a.threads} CPU thread(s), python {sys.version.split()[0]}, "
               f"load average {_load()} at the start")
+    if a.baseline:
+        if not os.path.isfile(os.path.join(a.baseline, "trainlint", "__init__.py")):
+            ap.error(f"--baseline {a.baseline}: no trainlint package there (give the `src` folder of a checkout)")
+        for kind in [k.strip() for k in a.models.split(",") if k.strip()]:
+            compare(kind, a)
+        return 0
     if a.device in ("auto", "cpu"):
         kinds = [k.strip() for k in a.models.split(",") if k.strip()]
         if len(kinds) == 1 or a.in_process:
@@ -214,6 +230,29 @@ def main(argv=None) -> int:
     if not a.quiet_header:
         print(f"\nload average {_load()} at the end ({os.cpu_count()} CPUs)")
     return 0
+
+
+def compare(kind: str, a) -> None:
+    """`--baseline`: the `watch` CPU-time ratio of `kind`, with the baseline's trainlint and with this
+    checkout's, in turns (each run in its own process, its trainlint first on PYTHONPATH)."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    ratios = {"baseline": [], "this": []}
+    print(f"\n{kind} on cpu: {a.steps} steps, medians of {a.repeats} runs; watch() CPU time / plain, "
+          f"{a.pairs} pairs")
+    for i in range(a.pairs):
+        for name, src in (("baseline", os.path.abspath(a.baseline)), ("this", here)):
+            path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+            env = dict(os.environ, PYTHONPATH=path)
+            out = subprocess.run([sys.executable, __file__, "--steps", str(a.steps), "--repeats", str(a.repeats),
+                                  "--threads", str(a.threads), "--device", "cpu", "--models", kind,
+                                  "--quiet-header"], env=env, check=True, capture_output=True, text=True).stdout
+            ratio = next(float(line.split()[-1].rstrip("x")) for line in out.splitlines()
+                         if line.split()[:1] == ["watch"])
+            ratios[name].append(ratio)
+            print(f"  pair {i + 1}  {name:<9}{100 * (ratio - 1):+6.1f}%", flush=True)
+    for name, values in ratios.items():
+        print(f"  median {name:<9}{100 * (statistics.median(values) - 1):+6.1f}%  "
+              f"(runs: {', '.join(f'{100 * (v - 1):+.1f}%' for v in values)})")
 
 
 def _load() -> str:
