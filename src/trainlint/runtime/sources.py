@@ -289,17 +289,18 @@ class Sources:
                       and code.co_filename.replace("\\", "/").endswith("torch/_tensor.py"))
 
         @functools.wraps(orig)
-        def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None, **kwargs):
+            # (`**kwargs`: an argument a later torch may add goes to torch's own `Tensor.backward`)
             tls = src._tls
             if sink.closed or getattr(tls, "depth", 0):
-                return orig(self, gradient, retain_graph, create_graph, inputs)
+                return orig(self, gradient, retain_graph, create_graph, inputs, **kwargs)
             tls.depth = 1
             try:
                 try:  # (`_guarded`, inlined: this runs at every step)
                     sink.backward_start(self, gradient is None, _getframe(1))
                 except Exception as exc:  # pragma: no cover - defensive
                     sink.internal(exc)
-                if torchs_own and not has_torch_function(self):
+                if torchs_own and not kwargs and not has_torch_function(self):
                     # a plain tensor, no torch-function mode: what torch's `Tensor.backward` does, without
                     # its frame and without passing through the `torch.autograd.backward` wrapper as well
                     run = autograd.backward
@@ -308,7 +309,7 @@ class Sources:
                     return run(self, gradient, retain_graph, create_graph, inputs=inputs)
                 # a tensor subclass or a torch-function mode dispatches (and comes back here, or to the
                 # `torch.autograd.backward` wrapper, as one call in progress); a wrapper put before ours runs
-                return orig(self, gradient, retain_graph, create_graph, inputs)
+                return orig(self, gradient, retain_graph, create_graph, inputs, **kwargs)
             finally:
                 tls.depth = 0
                 if sink.wants_backward_end:
