@@ -36,7 +36,6 @@ from trainlint.runtime.sources import Sources
 from trainlint.runtime.tensors import batch_size_of, cross_entropy_of, foreach_norms, grouped, nonfinite
 
 is_grad_enabled = torch.is_grad_enabled
-_Tensor = torch.Tensor
 
 _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backward()
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
@@ -46,7 +45,8 @@ _PARAMS_EVERY = 4  # flushes between two checks of the parameter values, where l
 _TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
-# its first _CE_SETTLE losses; once they all agree, only every _CE_RECHECK-th loss of the line is read
+# its first _CE_SETTLE losses; once they all agree, for one loss in each block of _CE_RECHECK
+# (`Monitor._cross_entropy_at`)
 _CE_SETTLE = 8
 _CE_RECHECK = 16
 _ACTIVE: Optional["Monitor"] = None  # at most one monitor attaches hooks at a time
@@ -412,46 +412,33 @@ class Monitor:
         if self._ev_backward_start:
             for f in self._ev_backward_start:
                 f()
-        value = self._loss_value(tensor) if tensor is not None and implicit else _NO_LOSS
-        if value is _NO_LOSS:
-            if self.captured:
-                if self._shown is not None:
-                    self._show_captured()
-                self.captured.clear()  # no loss to localise: the forward's outputs are not needed
-            return
-        scaled = self._last_scaled
-        if scaled is not None:
-            self._last_scaled = None
-            if scaled[0] is tensor:
-                tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
-                if value is not None:
-                    value = self._loss_value(tensor)
-                    if value is _NO_LOSS:  # (not expected: the unscaled loss of a scaled scalar)
-                        return
-        sites = self.sites
-        if caller is None:
-            site = sites.find(1)
-        elif caller.f_code is sites.memo_code and caller.f_lasti == sites.memo_at:
-            site = sites.memo_site  # (`SiteFinder.at`'s memo, inlined: this runs at every step)
-        else:
-            site = sites.at(caller)
-        self.last_loss_site = site
-        line = self._lines.get(site)
-        if line is None:
-            line = self._lines[site] = _Line()
-        seen = line.seen = line.seen + 1
-        if line.agreed >= _CE_SETTLE and seen != line.next_read:
-            ce = line.ce  # (`_cross_entropy_at`'s answer between its reads, inlined)
-        else:
-            ce = self._cross_entropy_at(line, tensor, seen)
-        classes, ce_scale = ce if ce is not None else (None, None)
-        if ce_scale == 1.0:
-            ce_scale = None  # the loss is the cross-entropy itself
-        self._record_loss(tensor, value, site, line, classes, ce_scale)
+        if tensor is not None and implicit:
+            scaled = self._last_scaled
+            if scaled is not None:
+                self._last_scaled = None
+                if scaled[0] is tensor:
+                    tensor = scaled[1]  # GradScaler: record the loss, not loss * scale
+            value = self._loss_value(tensor)
+            if value is not _NO_LOSS:
+                site = self.last_loss_site = self.sites.at(caller) if caller is not None else self.sites.find(1)
+                line = self._lines.get(site)
+                if line is None:
+                    line = self._lines[site] = _Line()
+                seen = line.seen = line.seen + 1
+                if line.agreed >= _CE_SETTLE and seen != line.next_read:
+                    ce = line.ce  # (`_cross_entropy_at`'s answer between its reads, inlined)
+                else:
+                    ce = self._cross_entropy_at(line, tensor, seen)
+                classes, ce_scale = ce if ce is not None else (None, None)
+                if ce_scale == 1.0:
+                    ce_scale = None  # the loss is the cross-entropy itself
+                self._record_loss(tensor, value, site, line, classes, ce_scale)
         if self.captured:
             if self._shown is not None:
                 self._show_captured()
-            self.captured.clear()  # the loss is recorded (and a non-finite one localised)
+            # the loss is recorded (and a non-finite one localised), or there is none: the forward's
+            # outputs are not needed any more
+            self.captured.clear()
 
     def _cross_entropy_at(self, line: _Line, tensor: torch.Tensor, seen: int) -> Optional[Tuple[int, float]]:
         """Is the loss a cross-entropy over C classes (TL110's chance level), or one scaled by a constant
@@ -684,10 +671,7 @@ class Monitor:
         st.steps += 1
         st.look = st.look_after
         track_next = st.track = st.track_after
-        after = st.steps + 1  # (`looks` and `tracks`, inlined: this runs at every step)
-        scheduled = after % self.grad_every == 0
-        st.look_after = scheduled or after < self._dense
-        st.track_after = scheduled or after < _TRACKED_FIRST and after < self._dense
+        st.look_after, st.track_after = self.looks(st.steps + 1), self.tracks(st.steps + 1)
         if track_next or self.grads.active:
             self.grads.post_step(st, track_next)
             self._want_backward_end()
@@ -741,18 +725,20 @@ class Monitor:
         return f"every step of the first {self._dense}, then every {ordinal(self.grad_every)} step (the grad-every setting)"
 
     def unlooked_between(self, first: int, last: int) -> bool:
-        """Was any step in first..last (inclusive) not looked at?"""
-        if self.grad_every == 1 or last < self._dense:
-            return False
-        lo = max(first, self._dense)
-        return any(not self.looks(i) for i in range(lo, min(last, lo + self.grad_every) + 1))
-
+        """Was any step in first..last (inclusive) not looked at (`looks`)?"""
+        return self._any_not(self.looks, first, last)
 
     def untracked_between(self, first: int, last: int) -> bool:
         """Was any step in first..last (inclusive) not tracked (`tracks`)?"""
+        return self._any_not(self.tracks, first, last)
+
+    def _any_not(self, scheduled: Any, first: int, last: int) -> bool:
+        # past the warm-up (and the first tracked steps) both schedules repeat every `grad-every` steps:
+        # one period beyond them tells
         if self.grad_every == 1:
             return False
-        return any(not self.tracks(i) for i in range(first, min(last, first + self.grad_every + _TRACKED_FIRST) + 1))
+        end = min(last, max(first, self._dense, _TRACKED_FIRST) + self.grad_every)
+        return any(not scheduled(i) for i in range(first, end + 1))
 
     def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change."""
@@ -832,13 +818,7 @@ class Monitor:
         st.batch += 1
         if self.captured:
             self.captured.clear()  # a new batch: the outputs of earlier forward passes are not its
-        tp = type(batch)
-        if (tp is list or tp is tuple) and batch and type(batch[0]) is _Tensor:
-            shape = batch[0].shape  # (`batch_size_of`'s usual case, inlined: this runs at every batch)
-            size = shape[0] if shape else None
-        else:
-            size = batch_size_of(batch)
-        self.current_batch = (st, st.epoch, st.batch, size, st.full, self.step)
+        self.current_batch = (st, st.epoch, st.batch, batch_size_of(batch), st.full, self.step)
         # the batch itself, by reference, for a check reading it at a non-finite loss (never in a loss
         # record: the pending records would keep every batch of a flush alive)
         self.current_data = batch if self._ev_bad_loss else None

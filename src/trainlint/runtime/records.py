@@ -77,8 +77,8 @@ class StepRecord:
         self.accumulated = False  # a backward() added onto the gradients of the previous step
         self.after_backward = ""  # "", "replaced" or "modified": gradients touched after the last backward
         self.closure = False  # step(closure): the gradients are those of the closure's last backward
-        # looked at because its loss jumped, not on the schedule: the clearing tracker did not watch it
-        # (`accumulated`/`after_backward` say nothing), and its own loss is why it was chosen
+        # looked at because its loss jumped, not on the schedule: its own loss is why it was chosen (TL105;
+        # such a step is not `tracked` either)
         self.forced = False
         # the clearing tracker watched it (`accumulated`/`after_backward` are known): the scheduled looks and
         # the first few steps (`Monitor.tracks`), not the rest of the warm-up nor a step looked at for its loss

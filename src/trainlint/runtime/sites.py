@@ -85,11 +85,10 @@ class SiteFinder:
         self._lib = tuple(sorted(lib))
         self._cache: Dict[Tuple[int, int], Tuple[object, Site]] = {}
         self._skipped_code: Dict[int, Tuple[object, bool]] = {}
-        # (see `at`; read by `Monitor.backward_start` too) the code object and instruction of the last
-        # frame asked about, and its site
-        self.memo_code: Any = None
-        self.memo_at = -1
-        self.memo_site = UNKNOWN
+        # (see `at`) the code object and instruction of the last frame asked about, and its site
+        self._memo_code: Any = None
+        self._memo_at = -1
+        self._memo_site = UNKNOWN
 
     def _is_skipped(self, filename: str) -> bool:
         return filename.startswith("<frozen") or filename.startswith(self._skip)
@@ -117,11 +116,11 @@ class SiteFinder:
         one-entry memo."""
         code = frame.f_code
         at = frame.f_lasti
-        if code is self.memo_code and at == self.memo_at:
-            return self.memo_site
+        if code is self._memo_code and at == self._memo_at:
+            return self._memo_site
         site = self._walk(frame)
         if not self._skipped_code[id(code)][1]:  # (a skipped frame's line says nothing of the user's)
-            self.memo_code, self.memo_at, self.memo_site = code, at, site
+            self._memo_code, self._memo_at, self._memo_site = code, at, site
         return site
 
     def _walk(self, frame: Any) -> Site:

@@ -14,8 +14,8 @@ def batch_size_of(batch: Any, depth: int = 0) -> Optional[int]:
     only (no device access)."""
     tp = type(batch)
     if (tp is tuple or tp is list) and batch and isinstance(batch[0], torch.Tensor):  # (x, y): the usual
-        first = batch[0]
-        return int(first.shape[0]) if first.dim() > 0 else None
+        shape = batch[0].shape  # (one read of the metadata: this runs at every batch)
+        return shape[0] if shape else None
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() > 0 else None
     if depth > 4:
