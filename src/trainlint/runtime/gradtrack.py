@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import partial
 from operator import attrgetter, is_, is_not
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from weakref import ref
 
 SAMPLE = 4  # parameters watched per optimizer
@@ -137,14 +137,15 @@ class GradTracker:
         t = self._track(st)
         t.in_step = _versions(list(map(_grad, t.sample))) if t.sample else None
 
-    def at_step(self, st) -> Tuple[bool, str]:
+    def at_step(self, st) -> Tuple[bool, Optional[str]]:
         """(accumulated, after_backward) for the step `st` is about to take (a look):
         accumulated: a backward() added onto the gradients of this optimizer's previous step;
         after_backward: "" untouched since the last backward() ended, "replaced" (set to None or a new
-        tensor), "modified" (changed in place)."""
+        tensor), "modified" (changed in place); None when nothing was taken to compare with (the
+        optimizer's first step, or no backward() gave the sampled parameters a gradient yet)."""
         t = self._track(st)
-        if not t.live or not t.grads:  # nothing taken before this step (the first step)
-            return False, ""
+        if not t.live or not t.grads:
+            return False, None
         grads = list(map(_grad, t.sample))
         if not t.same(grads):
             return t.dirty, "replaced"

@@ -41,7 +41,7 @@ _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backwar
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
 _NO_LOSS = object()  # (see `Monitor._loss_value`)
-_PARAMS_EVERY = 4  # flushes between two checks of the parameter values, where losses are read as they come
+_PARAMS_EVERY = 2  # flushes between two checks of the parameter values, where losses are read as they come
 _TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for

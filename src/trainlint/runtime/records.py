@@ -75,7 +75,9 @@ class StepRecord:
         self.clip: Any = None  # the norm clip_grad_norm_ returned before this step (device, then host float)
         self.no_grads = False  # no parameter of the optimizer had a gradient
         self.accumulated = False  # a backward() added onto the gradients of the previous step
-        self.after_backward = ""  # "", "replaced" or "modified": gradients touched after the last backward
+        # "", "replaced" or "modified": gradients touched after the last backward; None: not known (nothing
+        # watched before this step to compare with: an optimizer's first step)
+        self.after_backward: Optional[str] = ""
         self.closure = False  # step(closure): the gradients are those of the closure's last backward
         # looked at because its loss jumped, not on the schedule: its own loss is why it was chosen (TL105;
         # such a step is not `tracked` either)
