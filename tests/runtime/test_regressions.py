@@ -752,3 +752,43 @@ def test_backward_of_a_subclass_or_through_an_earlier_wrapper_is_one_loss_at_the
     assert calls == unwatched  # the earlier wrapper still runs, as often as without trainlint
     assert w.monitor.loss_count == 2 and w.monitor.errors == []
     assert [s.row for s in w.monitor.history.sites] == [line, tagged_line] and site.row == tagged_line
+
+
+# ------------------------------------------------------------------ gradient norms: one vector per device and dtype
+def test_gradient_norms_of_an_optimizer_over_two_dtypes_are_read_per_group_and_name_the_broken_one():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 3)
+    tail = torch.nn.Linear(3, 1).double()  # a second dtype: two fused norm kernels, two vectors
+    opt = torch.optim.SGD([*head.parameters(), *tail.parameters()], lr=0.01)
+    norms = []
+    with watch(config=False, grad_every=1) as w:
+        for step in range(6):
+            opt.zero_grad()
+            out = tail(head(torch.randn(8, 4)).double())
+            out.pow(2).mean().backward()
+            norms.append(math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in [*head.parameters(), *tail.parameters()])))
+            if step == 4:
+                tail.bias.grad[0] = float("nan")  # after the backward: only the gradient is broken
+            opt.step()
+    recorded = list(w.monitor.history.norms["opt"][1])
+    assert recorded[:4] == pytest.approx(norms[:4], rel=1e-5)
+    d = only(w.findings, "TL102")
+    assert d.runtime["step"] == 4 and d.runtime["evidence"]["parameters"] == ["tail.bias"]
+    assert "gradient of `tail.bias` is NaN/Inf at step 4" in d.message
+
+
+def test_gradient_norms_on_an_accelerator_are_joined_per_device_and_sliced_back_per_look():
+    from trainlint.runtime.records import StepRecord
+    from trainlint.runtime.transfer import fetch_norms
+
+    class _Device:  # stands for a CUDA device: its vectors are joined and copied once
+        type = "cuda"
+
+    dev, cpu = _Device(), torch.device("cpu")
+    a = StepRecord(None, 0, None, ["p", "q"], [(dev, torch.tensor([3.0, 4.0]), 2)], 0)
+    b = StepRecord(None, 1, None, ["p", "q", "r"], [(dev, torch.tensor([1.0]), 1),
+                                                    (cpu, torch.tensor([float("nan"), 2.0]), 2)], 0)
+    c = StepRecord(None, 2, None, ["p"], [(dev, torch.tensor([12.0]), 1)], 0)
+    fetch_norms([a, b, c])
+    assert a.total == 5.0 and c.total == 12.0 and a.vecs == b.vecs == c.vecs == []
+    assert math.isnan(b.total) and b.bad == ["q"]

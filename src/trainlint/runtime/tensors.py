@@ -4,7 +4,7 @@ loss is (from its autograd graph)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -55,21 +55,23 @@ _is_grad_enabled = torch.is_grad_enabled
 _F32 = torch.float32
 
 
-def foreach_norms(tensors: List[torch.Tensor]) -> Sequence[torch.Tensor]:
-    """Per-tensor L2 norms in float32 (one fused kernel per device/dtype group where torch has one),
-    without autograd recording (gradients of a create_graph backward require grad themselves). Called at
-    every optimizer step: the grad mode is switched directly, not through a `no_grad()` context object."""
+def norm_vector(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor L2 norms in float32, as one 1-D tensor on their device (one fused kernel where torch
+    has one, and the stack: a flush then reads them in one call), without autograd recording (gradients
+    of a create_graph backward require grad themselves). Called at every look at the gradients: the grad
+    mode is switched directly, not through a `no_grad()` context object. The tensors share one device
+    and dtype (`grouped`)."""
     toggle = _set_grad_enabled is not None and _is_grad_enabled()
     if toggle:
         _set_grad_enabled(False)
     try:
-        return torch._foreach_norm(tensors, 2, dtype=_F32)
-    except (TypeError, RuntimeError, AttributeError):  # older torch: no dtype argument
-        with torch.no_grad():
+        try:
+            return torch.stack(torch._foreach_norm(tensors, 2, dtype=_F32))
+        except (TypeError, RuntimeError, AttributeError):  # older torch: no dtype argument
             try:
-                return [n.float() for n in torch._foreach_norm(tensors, 2)]
+                return torch.stack(torch._foreach_norm(tensors, 2)).float()
             except (RuntimeError, AttributeError):
-                return [torch.linalg.vector_norm(t, dtype=_F32) for t in tensors]
+                return torch.stack([torch.linalg.vector_norm(t, dtype=_F32) for t in tensors])
     finally:
         if toggle:
             _set_grad_enabled(True)

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import torch
 
 from trainlint.runtime.records import LossRecord, StepRecord
-from trainlint.runtime.tensors import foreach_norms, grouped, nonfinite
+from trainlint.runtime.tensors import grouped, nonfinite, norm_vector
 
 
 def fetch_losses(losses: List[LossRecord]) -> None:
@@ -33,30 +33,25 @@ def fetch_losses(losses: List[LossRecord]) -> None:
 
 
 def fetch_norms(steps: List[StepRecord]) -> None:
-    by_device: Dict[Any, List[torch.Tensor]] = {}
+    """The gradient norms of the looks (`StepRecord.vecs`: a vector per device and dtype): on the CPU
+    each vector is read as it is; elsewhere, those of a device are joined and copied once."""
+    on_device: Dict[Any, List[torch.Tensor]] = {}
     for r in steps:
-        for dev, norms in r.vecs:
-            by_device.setdefault(dev, []).extend(norms)
-    host: Dict[Any, List[float]] = {}
-    for dev, norms in by_device.items():
-        if dev.type == "cpu":  # nothing to transfer: reading each 0-dim norm is cheaper than stacking them
-            host[dev] = [t.item() for t in norms]
-        else:
-            host[dev] = torch.stack(norms).float().cpu().tolist()
+        for dev, vec, _ in r.vecs:
+            if dev.type != "cpu":
+                on_device.setdefault(dev, []).append(vec)
+    host: Dict[Any, List[float]] = {dev: torch.cat(vecs).float().cpu().tolist() for dev, vecs in on_device.items()}
     offsets = {dev: 0 for dev in host}
     isfinite = math.isfinite
     for r in steps:
-        if len(r.vecs) == 1:
-            dev, norms = r.vecs[0]
-            o = offsets[dev]
-            values = host[dev][o:o + len(norms)]
-            offsets[dev] = o + len(norms)
-        else:
-            values = []
-            for dev, norms in r.vecs:
+        values: List[float] = []
+        for dev, vec, n in r.vecs:
+            if dev.type == "cpu":
+                values.extend(vec.tolist())
+            else:
                 o = offsets[dev]
-                values.extend(host[dev][o:o + len(norms)])
-                offsets[dev] = o + len(norms)
+                values.extend(host[dev][o:o + n])
+                offsets[dev] = o + n
         r.vecs = []
         total = math.fsum(x * x for x in values)
         r.total = math.sqrt(total) if isfinite(total) else total
@@ -86,14 +81,14 @@ def checkable_params(params: List[Any]) -> List[Any]:
 
 def nonfinite_params(params: List[Any], uniform: bool = False) -> List[Any]:
     """The parameters among `params` (`checkable_params`) holding NaN/Inf: one fused norm pass (without
-    autograd recording: `foreach_norms`), then a check of the few whose norm was not finite. `uniform`:
+    autograd recording: `norm_vector`), then a check of the few whose norm was not finite. `uniform`:
     they are known to share one device and dtype (no grouping)."""
     if not params:
         return []
     ordered: List[Any] = []
     vecs: List[torch.Tensor] = []
     for ps, ts in ([(params, params)] if uniform else grouped(params, params)):
-        vecs.append(torch.stack(foreach_norms(ts)))
+        vecs.append(norm_vector(ts))
         ordered.extend(ps)
     values = torch.cat([v.to("cpu") for v in vecs]).tolist() if len(vecs) > 1 else vecs[0].cpu().tolist()
     bad = [p for p, x in zip(ordered, values) if not math.isfinite(x)]
