@@ -11,6 +11,7 @@ import click
 
 from trainlint import __version__
 from trainlint.codes import did_you_mean
+from trainlint.runtime.settings import DEFAULTS as RUNTIME_DEFAULTS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -201,7 +202,8 @@ def rule(code, show_all, output_format):
 @click.option("--report", type=click.Path(dir_okay=False), metavar="PATH.html", help="Also write a self-contained HTML report with loss and gradient-norm plots (checked before the script starts).")
 @click.option("--select", multiple=True, metavar="CODES", help="Runtime checks to enable (default: all TL1xx).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Runtime checks to disable.")
-@click.option("--every", type=click.IntRange(1), default=None, metavar="N", help="Read device-side values every N steps (default 50).")
+@click.option("--every", type=click.IntRange(1), default=None, metavar="N",
+              help=f"Read device-side values every N steps (default {RUNTIME_DEFAULTS['every']}).")
 @click.option("--config", "config_path", type=click.Path(), metavar="PATH", help="pyproject.toml with [tool.trainlint.runtime] thresholds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only.")
 @click.argument("target")
