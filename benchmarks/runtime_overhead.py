@@ -4,14 +4,19 @@ Runs the same seeded training several times in one process, interleaving the var
 median wall time of each and its ratio to the plain run:
 
   plain           the loop as written
-  watch           under `trainlint.runtime.watch()` (what `trainlint run` attaches), every=50, the
+  watch           under `trainlint.runtime.watch()` (what `trainlint run` attaches), the default settings and
                   default checks (TL115, off by default, is not among them)
   watch-every1    every=1: device values read at every step (a synchronisation per step on a GPU)
   anomaly         under `torch.autograd.set_detect_anomaly(True)`, the usual NaN hunting tool
 
 CPU: a tiny MLP (~0.3 ms/step), an MLP (~1 ms/step) and a small CNN on synthetic, learnable data fed
 through a DataLoader. Wall time and process CPU time are both reported: on a shared machine the CPU
-time is the steadier of the two. CUDA (when available, or
+time is the steadier of the two. On the CPU each step is timed too, and the "per-step min" columns sum,
+over the steps, each step's shortest time among the runs: an interruption, another process or an
+unlucky cache hits a step in some runs, rarely the same step in all, so this estimate keeps the cost of
+the work a watched step adds (its one-time warm-up included) and drops most of the machine's noise
+(runs of the same code agreed within 0.5 points where the medians of whole runs differed by 2).
+CUDA (when available, or
 --device cuda): a small ResNet-like CNN on synthetic on-device data; timings end with a
 `torch.cuda.synchronize()`. With --check-sync on CUDA, the watched run is repeated under
 `torch.cuda.set_sync_debug_mode("warn")` and the synchronisations are counted (expected: one per flush).
@@ -23,7 +28,7 @@ On a shared machine the ratio drifts by points from one run to the next. To comp
 trainlint, alternate them: `--baseline DIR --pairs N` runs each CPU model N times with the trainlint
 found under DIR (the `src` folder of another checkout, e.g. `git worktree add /tmp/old <commit>`, then
 `--baseline /tmp/old/src`) and N times with this checkout's, in turns, and prints every `watch` ratio
-and the medians:
+(CPU time and per-step minimum) and the medians:
 
     python benchmarks/runtime_overhead.py --models mlp --steps 300 --repeats 7 --baseline /tmp/old/src --pairs 4
 """
@@ -106,7 +111,8 @@ def make_job(kind: str, steps: int, device: str):
         y = torch.randint(0, 10, (16, batch), generator=g).to(device)
         build = small_resnet
 
-    def job():
+    def job(stamps=None):
+        """`stamps`: a list to append the time at the start and after each step to (CPU timings)."""
         torch.manual_seed(0)
         model = build().to(device)
         # Adam at its usual learning rate: every model learns (SGD with momentum 0.9 made the CNN's loss jump
@@ -117,11 +123,15 @@ def make_job(kind: str, steps: int, device: str):
         else:
             batches = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
         loss = None
+        if stamps is not None:
+            stamps.append(time.perf_counter())
         for xb, yb in batches:
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
+            if stamps is not None:
+                stamps.append(time.perf_counter())
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return loss
@@ -131,7 +141,7 @@ def make_job(kind: str, steps: int, device: str):
 
 VARIANTS = {
     "plain": lambda: contextlib.nullcontext(),
-    "watch": lambda: watch(config=False, every=50),
+    "watch": lambda: watch(config=False),  # the default settings
     "watch-every1": lambda: watch(config=False, every=1),
     "anomaly": lambda: torch.autograd.set_detect_anomaly(True),
 }
@@ -146,22 +156,34 @@ def bench(kind: str, steps: int, repeats: int, device: str):
                 job()
         times = {name: [] for name in VARIANTS}
         cpu = {name: [] for name in VARIANTS}
+        stepped = {name: [] for name in VARIANTS}  # per run: the duration of each step
+        per_step = device == "cpu"
         for _ in range(repeats):  # interleaved, so that drifts of the machine hit every variant
             for name, ctx in VARIANTS.items():
+                stamps = [] if per_step else None
                 with ctx() as w:
                     t0, c0 = time.perf_counter(), time.process_time()
-                    job()
+                    job(stamps)
                     times[name].append(time.perf_counter() - t0)
                     cpu[name].append(time.process_time() - c0)
+                if per_step:
+                    stepped[name].append([b - a for a, b in zip(stamps, stamps[1:])])
                 if name == "watch" and w.findings:
                     print(f"  (unexpected findings: {[d.code for d in w.findings]})", file=sys.stderr)
     med = {name: statistics.median(v) for name, v in times.items()}
     cmed = {name: statistics.median(v) for name, v in cpu.items()}
+    # the per-step estimate: each step's shortest time over the runs, summed. An interruption, another
+    # process or an unlucky cache hits a step in some runs, rarely the same step in all of them, so this
+    # keeps the cost of the work itself (what a step of the watched loop does more) and drops most of
+    # the machine's noise; the whole-run medians keep it
+    floor = {name: sum(map(min, zip(*runs))) for name, runs in stepped.items()} if per_step else {}
     print(f"\n{kind} on {device}: {steps} steps, median of {repeats} runs")
-    print(f"  {'variant':<14}{'wall s':>9}{'ms/step':>9}{'vs plain':>10}   {'cpu s':>8}{'vs plain':>10}")
+    print(f"  {'variant':<14}{'wall s':>9}{'ms/step':>9}{'vs plain':>10}   {'cpu s':>8}{'vs plain':>10}"
+          + (f"   {'per-step min ms':>15}{'vs plain':>10}" if per_step else ""))
     for name in VARIANTS:
+        extra = (f"   {1000 * floor[name] / steps:>15.3f}{floor[name] / floor['plain']:>9.3f}x" if per_step else "")
         print(f"  {name:<14}{med[name]:>9.3f}{1000 * med[name] / steps:>9.3f}{med[name] / med['plain']:>9.3f}x"
-              f"   {cmed[name]:>8.3f}{cmed[name] / cmed['plain']:>9.3f}x")
+              f"   {cmed[name]:>8.3f}{cmed[name] / cmed['plain']:>9.3f}x" + extra)
     return med
 
 
@@ -237,8 +259,9 @@ def compare(kind: str, a) -> None:
     checkout's, in turns (each run in its own process, its trainlint first on PYTHONPATH)."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     ratios = {"baseline": [], "this": []}
-    print(f"\n{kind} on cpu: {a.steps} steps, medians of {a.repeats} runs; watch() CPU time / plain, "
-          f"{a.pairs} pairs")
+    floors = {"baseline": [], "this": []}
+    print(f"\n{kind} on cpu: {a.steps} steps, {a.repeats} runs each; watch() / plain: median CPU time, and the "
+          f"per-step minimum, {a.pairs} pairs")
     for i in range(a.pairs):
         for name, src in (("baseline", os.path.abspath(a.baseline)), ("this", here)):
             path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
@@ -246,13 +269,16 @@ def compare(kind: str, a) -> None:
             out = subprocess.run([sys.executable, __file__, "--steps", str(a.steps), "--repeats", str(a.repeats),
                                   "--threads", str(a.threads), "--device", "cpu", "--models", kind,
                                   "--quiet-header"], env=env, check=True, capture_output=True, text=True).stdout
-            ratio = next(float(line.split()[-1].rstrip("x")) for line in out.splitlines()
-                         if line.split()[:1] == ["watch"])
+            cols = next(line.split() for line in out.splitlines() if line.split()[:1] == ["watch"])
+            ratio, floor = float(cols[5].rstrip("x")), float(cols[7].rstrip("x"))  # (see `bench`'s columns)
             ratios[name].append(ratio)
-            print(f"  pair {i + 1}  {name:<9}{100 * (ratio - 1):+6.1f}%", flush=True)
-    for name, values in ratios.items():
-        print(f"  median {name:<9}{100 * (statistics.median(values) - 1):+6.1f}%  "
-              f"(runs: {', '.join(f'{100 * (v - 1):+.1f}%' for v in values)})")
+            floors[name].append(floor)
+            print(f"  pair {i + 1}  {name:<9}CPU time {100 * (ratio - 1):+6.1f}%   per-step min "
+                  f"{100 * (floor - 1):+6.1f}%", flush=True)
+    for name in ratios:
+        for label, values in (("CPU time", ratios[name]), ("per-step min", floors[name])):
+            print(f"  median {name:<9}{label:<13}{100 * (statistics.median(values) - 1):+6.1f}%  "
+                  f"(runs: {', '.join(f'{100 * (v - 1):+.1f}%' for v in values)})")
 
 
 def _load() -> str:
