@@ -39,35 +39,31 @@ class CollapsedGradients(Check):
         self.states: Dict[Any, _State] = {}
         self.ref_losses: List[float] = []
         self.ref_loss: Optional[float] = None
-        self.loss_by_step: Dict[int, List[float]] = {}
         self.last_loss: Optional[float] = None
         self.found_loss: Optional[float] = None
 
     def on_losses(self, recs: List[LossRecord]) -> None:
+        # the reference loss (the median of the first `warmup-steps` finite losses) and the last finite one;
+        # a step's own loss is the history's (`History.step_loss`)
         isfinite = math.isfinite
-        by_step = self.loss_by_step
-        for rec in recs:
-            v = rec.value
-            if not isfinite(v):
-                continue
-            self.last_loss = v
-            vals = by_step.get(rec.step)
-            if vals is None:
-                by_step[rec.step] = [v]
-            else:
-                vals.append(v)
-            if self.ref_loss is None:
-                self.ref_losses.append(v)
-                if len(self.ref_losses) >= self.warmup:
-                    self.ref_loss = median(self.ref_losses)
+        if self.ref_loss is None:
+            for rec in recs:
+                if isfinite(rec.value):
+                    self.ref_losses.append(rec.value)
+                    if len(self.ref_losses) >= self.warmup:
+                        self.ref_loss = median(self.ref_losses)
+                        break
+        for rec in reversed(recs):
+            if isfinite(rec.value):
+                self.last_loss = rec.value
+                break
 
     def _step_loss(self, rec: StepRecord) -> Optional[float]:
+        """The mean loss of the step (the primary optimizer's steps number the losses), else the last one."""
         if rec.opt.primary:
-            vals = self.loss_by_step.pop(rec.step, None)
-            if len(self.loss_by_step) > 256:  # steps only grow: earlier ones are never asked for again
-                self.loss_by_step = {k: v for k, v in self.loss_by_step.items() if k >= rec.step}
-            if vals:
-                return sum(vals) / len(vals)
+            loss = self.history.step_loss(rec.step)
+            if loss is not None:
+                return loss
         return self.last_loss
 
     def on_step(self, rec: StepRecord) -> None:
