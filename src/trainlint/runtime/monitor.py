@@ -41,7 +41,6 @@ _CAPTURE_LIMIT = 8192  # module outputs held at most while waiting for a backwar
 _ARM_BACKWARDS = 64  # backward calls checked one by one after a non-finite loss was seen (accelerator)
 _NEVER = sys.maxsize
 _NO_LOSS = object()  # (see `Monitor._loss_value`)
-_PARAMS_EVERY = 2  # flushes between two checks of the parameter values, where losses are read as they come
 _TRACKED_FIRST = 4  # the clearing tracker watches every step of the first few (see `Monitor.tracks`)
 _JUMP = 3.0  # a loss this many times its recent level gets its step's gradients looked at
 # what a backward() line's loss is (a cross-entropy over C classes?) is read from its autograd graph for
@@ -219,7 +218,6 @@ class Monitor:
         self.attached = False
         self.closed = False
         self.draining = False  # a flush for findings wanted now (see `flush`)
-        self._flushes = 0
         self.wants_backward_end = False  # backward_end() wanted (see there; set once the checks are known)
         self.errors: List[str] = []
         self.started: Optional[float] = None  # wall-clock time of attach() and detach(), for the report
@@ -864,15 +862,10 @@ class Monitor:
         if not losses and not steps and self.step == 0:
             return
         losses = [r if type(r) is LossRecord else _loss_record(r) for r in losses]
-        self._flushes += 1
         with torch.no_grad():
             transfer.fetch_losses(losses)
             transfer.fetch_norms(steps)
-            # where losses are read as they come (the CPU), parameters that turn NaN/Inf almost always show
-            # in the next loss, which checks them at once (`_params_at_first_bad_loss`): the flush's pass
-            # over them, for parameters the loss does not use, runs every _PARAMS_EVERY-th flush there
-            due = not self.immediate or self.draining or self._flushes % _PARAMS_EVERY == 1
-            param_checks = self._check_params() if due else []
+            param_checks = self._check_params()
         h = self.history
         h.add_losses(losses)
         for r in steps:
