@@ -416,7 +416,7 @@ def test_tl103_and_tl108_count_the_steps_looked_at():
 
 
 def test_tl102_a_nan_gradient_in_a_step_not_looked_at_is_found_by_the_parameters_it_broke():
-    # step 30 is not looked at (every 16th step after the first 20): the loss of step 30 is finite, that of
+    # step 30 is not looked at (every 32nd step after the first 20): the loss of step 30 is finite, that of
     # step 31 NaN; the parameters are checked then, once
     diags = watched(S.nan_gradient, steps=40, bad_step=30)
     d = only(diags, "TL102")
@@ -439,7 +439,7 @@ def test_tl102_a_nan_gradient_in_a_step_not_looked_at_is_found_by_the_parameters
 
 
 def test_a_loss_that_jumps_gets_its_step_looked_at_between_the_scheduled_looks():
-    # the learning rate jumps at step 25: the loss leaps at step 26, not a scheduled look (32, 48, ...)
+    # the learning rate jumps at step 25: the loss leaps at step 26, not a scheduled look (32, 64, ...)
     with watch(config=False) as w:
         S.lr_spike()
     looked = list(w.monitor.history.norms["opt"][0])
@@ -448,7 +448,7 @@ def test_a_loss_that_jumps_gets_its_step_looked_at_between_the_scheduled_looks()
     # a healthy run: the scheduled looks (and at most a stray one, at a noisy batch)
     with watch(config=False) as w:
         S.classifier(steps=120)
-    extra = [s for s in w.monitor.history.norms["opt"][0] if s >= 20 and s % 16]
+    extra = [s for s in w.monitor.history.norms["opt"][0] if s >= 20 and s % w.monitor.grad_every]
     assert len(extra) <= 2 and not w.findings
 
 
@@ -459,7 +459,7 @@ def test_a_step_looked_at_for_its_loss_needs_the_loss_to_stay_worse_to_be_an_exp
         losses = S.classifier(n=4096, wrong_labels_at=61)
     assert losses[61] > 100 * losses[60]
     looked = list(w.monitor.history.norms["opt"][0])
-    assert 61 in looked and 61 % 16
+    assert 61 in looked and 61 % w.monitor.grad_every
     assert w.findings == []
 
 
@@ -759,7 +759,8 @@ def test_gradient_norms_of_an_optimizer_over_two_dtypes_are_read_per_group_and_n
     torch.manual_seed(0)
     head = torch.nn.Linear(4, 3)
     tail = torch.nn.Linear(3, 1).double()  # a second dtype: two fused norm kernels, two vectors
-    opt = torch.optim.SGD([*head.parameters(), *tail.parameters()], lr=0.01)
+    # interleaved: the fused kernels group the parameters by dtype, the names must follow the groups' order
+    opt = torch.optim.SGD([head.weight, tail.weight, tail.bias, head.bias], lr=0.01)
     norms = []
     with watch(config=False, grad_every=1) as w:
         for step in range(6):
@@ -785,10 +786,27 @@ def test_gradient_norms_on_an_accelerator_are_joined_per_device_and_sliced_back_
         type = "cuda"
 
     dev, cpu = _Device(), torch.device("cpu")
-    a = StepRecord(None, 0, None, ["p", "q"], [(dev, torch.tensor([3.0, 4.0]), 2)], 0)
-    b = StepRecord(None, 1, None, ["p", "q", "r"], [(dev, torch.tensor([1.0]), 1),
-                                                    (cpu, torch.tensor([float("nan"), 2.0]), 2)], 0)
-    c = StepRecord(None, 2, None, ["p"], [(dev, torch.tensor([12.0]), 1)], 0)
+    a = StepRecord(None, 0, None, ["p", "q"], [(dev, torch.tensor([3.0, 4.0]))], 0)
+    b = StepRecord(None, 1, None, ["p", "q", "r"], [(dev, torch.tensor([1.0])), (cpu, torch.tensor([float("nan"), 2.0]))], 0)
+    c = StepRecord(None, 2, None, ["p"], [(dev, torch.tensor([12.0]))], 0)
     fetch_norms([a, b, c])
     assert a.total == 5.0 and c.total == 12.0 and a.vecs == b.vecs == c.vecs == []
     assert math.isnan(b.total) and b.bad == ["q"]
+
+
+@pytest.mark.parametrize("immediate", [True, False], ids=["cpu", "accelerator-path"])
+def test_tl105_judges_the_scheduled_looks_long_after_the_warm_up(immediate):
+    # the learning rate jumps at step 150: on an accelerator only the scheduled looks (every 32nd step) see
+    # the gradients, and the running median must hold enough of them to judge one (a window of 50 steps
+    # held a single look at 32: nothing was judged after step 64)
+    with watch(config=False) as w:
+        w.monitor.immediate = immediate
+        S.lr_spike(steps=220, at=150)
+    d = only(w.findings, "TL105")
+    assert 150 < d.runtime["step"] <= (152 if immediate else 160)
+    assert d.runtime["evidence"]["running_median"] < 100 and "last 100 steps" in d.message
+    # a window set narrower than three looks is widened
+    with watch(config=False, explode_window=50) as w:
+        w.monitor.immediate = immediate
+        S.lr_spike(steps=220, at=150)
+    assert "last 97 steps" in only(w.findings, "TL105").message

@@ -33,7 +33,7 @@ from trainlint.runtime.records import BatchPlace, LossRecord, ParamCheck, StepRe
 from trainlint.runtime.sites import Site, SiteFinder, UNKNOWN
 from trainlint.runtime.checks.base import ordinal
 from trainlint.runtime.sources import Sources
-from trainlint.runtime.tensors import batch_size_of, cross_entropy_of, grouped, nonfinite, norm_vector
+from trainlint.runtime.tensors import batch_size_of, cross_entropy_of, grouped, nonfinite, norm_vector, one_kind
 
 is_grad_enabled = torch.is_grad_enabled
 
@@ -738,24 +738,22 @@ class Monitor:
         end = min(last, max(first, self._dense, _TRACKED_FIRST) + self.grad_every)
         return any(not scheduled(i) for i in range(first, end + 1))
 
-    def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], Optional[Any]]:
+    def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
         """The optimizer's parameters as a flat list, rebuilt only when its param groups change, and
-        their device when they share one device and one dtype (the usual case: one fused norm kernel, no
-        grouping), else None."""
+        whether they share one device and one dtype (the usual case: one fused norm kernel, no grouping)."""
         groups = opt.param_groups
         key = [(id(g["params"]), len(g["params"])) for g in groups]
         plan = st.plan
         if plan is None or plan[0] != key:
             params = [p for g in groups for p in g["params"]]
-            kinds = {(p.device, p.dtype) for p in params}
-            plan = st.plan = (key, params, next(iter(kinds))[0] if len(kinds) == 1 else None)
+            plan = st.plan = (key, params, one_kind(params))
         return plan
 
     def _record_step(self, st: OptState, opt) -> None:
         """A step `st` is taking that is looked at (every `grad-every` steps): its gradient norms (a vector
         per device and dtype, kept on the device until the flush), the norm before clipping, what happened
         to the gradients since the previous step."""
-        _, params, device = self._plan(st, opt)
+        _, params, uniform = self._plan(st, opt)
         grads = [p.grad for p in params]
         for g in grads:
             if g is None or g.is_sparse:
@@ -767,11 +765,11 @@ class Monitor:
         vecs: List[Any] = []
         if grads:
             # one vector of norms per device and dtype (stacked here: the flush reads each in one call)
-            if device is not None:  # the usual case: one device, one dtype
-                ordered, vecs = params, [(device, norm_vector(grads), len(grads))]
+            if uniform:  # the usual case: one device, one dtype
+                ordered, vecs = params, [(grads[0].device, norm_vector(grads))]
             else:
                 for ps, gs in grouped(params, grads):
-                    vecs.append((gs[0].device, norm_vector(gs), len(gs)))
+                    vecs.append((gs[0].device, norm_vector(gs)))
                     ordered.extend(ps)
         rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
         rec.no_grads = not grads
@@ -909,7 +907,7 @@ class Monitor:
             checkable = st.checkable
             if checkable is None or checkable[0] is not plan:
                 checkable = st.checkable = (plan, transfer.checkable_params(plan[1]))
-            bad = transfer.nonfinite_params(checkable[1], uniform=plan[2] is not None)
+            bad = transfer.nonfinite_params(checkable[1], uniform=plan[2])
             if bad:
                 st.params_bad = True
                 ok = max(st.param_ok_step, st.steps - 2) if after_finite_step and st.primary else st.param_ok_step

@@ -66,7 +66,7 @@ class StepRecord:
         self.step = step  # 0-based step of this optimizer
         self.epoch = epoch
         self.params = params  # the parameters whose gradient norms are in `vecs`, in that order
-        # [(device, 1-D float32 tensor of the norms of some of `params`, how many)], on the device until flushed
+        # [(device, 1-D float32 tensor of the norms of the next ones of `params`)], on the device until flushed
         self.vecs = vecs
         self.total: float = math.nan  # global L2 norm (host, after flush); 0.0 without any gradient
         self.bad: List[Any] = []  # parameters whose gradient norm is NaN/Inf

@@ -36,8 +36,9 @@ DEFAULTS: Dict[str, Any] = {
     "spike-min-epochs": 2,
     # TL105: a gradient norm this many times above its running median ...
     "explode-factor": 10.0,
-    # ... taken over the last this many steps ...
-    "explode-window": 50,
+    # ... taken over the norms looked at in the last this many steps (widened to hold three scheduled
+    # looks, 3 x grad-every + 1 steps) ...
+    "explode-window": 100,
     # ... counts when the norm is at least this large in absolute terms ...
     "explode-norm": 100.0,
     # ... or when the loss gets worse by this factor over its running median right after it
@@ -101,7 +102,7 @@ SPEC: Dict[str, Tuple[type, float, Optional[float], str]] = {
     "spike-epoch-fraction": (float, 0.0, 1.0, "fraction of the epochs with a short batch that must spike"),
     "spike-min-epochs": (int, 1, None, "epochs that must spike before TL104 reports"),
     "explode-factor": (float, 1.0, None, "gradient norm / running median that counts as exploding"),
-    "explode-window": (int, 2, None, "steps in the running median of TL105"),
+    "explode-window": (int, 2, None, "steps in the running median of TL105 (at least 3 x grad-every + 1)"),
     "explode-norm": (float, 0.0, None, "gradient norm that counts as exploding whatever the loss does"),
     "explode-loss-factor": (float, 1.0, None, "worst loss of the spike's step and the two after it / "
                                               "median loss before it that confirms an explosion"),

@@ -61,28 +61,42 @@ def norm_vector(tensors: List[torch.Tensor]) -> torch.Tensor:
     of a create_graph backward require grad themselves). Called at every look at the gradients: the grad
     mode is switched directly, not through a `no_grad()` context object. The tensors share one device
     and dtype (`grouped`)."""
-    toggle = _set_grad_enabled is not None and _is_grad_enabled()
+    if _set_grad_enabled is None:  # (a torch without the direct switch)
+        with torch.no_grad():
+            return _norms(tensors)
+    toggle = _is_grad_enabled()
     if toggle:
         _set_grad_enabled(False)
     try:
-        try:
-            return torch.stack(torch._foreach_norm(tensors, 2, dtype=_F32))
-        except (TypeError, RuntimeError, AttributeError):  # older torch: no dtype argument
-            try:
-                return torch.stack(torch._foreach_norm(tensors, 2)).float()
-            except (RuntimeError, AttributeError):
-                return torch.stack([torch.linalg.vector_norm(t, dtype=_F32) for t in tensors])
+        return _norms(tensors)
     finally:
         if toggle:
             _set_grad_enabled(True)
+
+
+def _norms(tensors: List[torch.Tensor]) -> torch.Tensor:
+    try:
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=_F32))
+    except (TypeError, RuntimeError, AttributeError):  # older torch: no dtype argument
+        try:
+            return torch.stack(torch._foreach_norm(tensors, 2)).float()
+        except (RuntimeError, AttributeError):
+            return torch.stack([torch.linalg.vector_norm(t, dtype=_F32) for t in tensors])
+
+
+def one_kind(tensors: List[Any]) -> bool:
+    """Do the tensors share one device and one dtype (one fused kernel for all)?"""
+    if not tensors:
+        return True
+    device, dtype = tensors[0].device, tensors[0].dtype
+    return all(t.device == device and t.dtype == dtype for t in tensors)
 
 
 def grouped(params: List[Any], tensors: List[torch.Tensor]):
     """Group (param, tensor) pairs by (device, dtype) for the fused norm kernels."""
     if not tensors:
         return []
-    key0 = (tensors[0].device, tensors[0].dtype)
-    if all(t.device == key0[0] and t.dtype == key0[1] for t in tensors):
+    if one_kind(tensors):
         return [(params, tensors)]
     groups: Dict[Tuple[Any, Any], Tuple[List[Any], List[torch.Tensor]]] = {}
     for p, t in zip(params, tensors):

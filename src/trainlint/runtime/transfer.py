@@ -1,13 +1,14 @@
 """The device-to-host transfer: pending device values are copied in one block per device at a flush.
 
-Nothing here runs between flushes: losses and per-parameter gradient norms are kept on their device
-as 0-dim tensors by the monitor and read here every `every` optimizer steps.
+Nothing here runs between flushes: losses (0-dim tensors) and the gradient norms of each look (a
+vector per device and dtype) are kept on their device by the monitor and read here every `every`
+optimizer steps.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -32,31 +33,37 @@ def fetch_losses(losses: List[LossRecord]) -> None:
             r.ce_value = r.value * r.ce_scale
 
 
+def to_host(vectors: List[Tuple[Any, torch.Tensor]]) -> List[List[float]]:
+    """The values of 1-D tensors, given with their devices, in order: on the CPU each is read as it is;
+    elsewhere those of a device are joined and copied in one transfer."""
+    out: List[List[float]] = [[] for _ in vectors]
+    joined: Dict[Any, List[int]] = {}
+    for i, (dev, vec) in enumerate(vectors):
+        if dev.type == "cpu":
+            out[i] = vec.tolist()
+        else:
+            joined.setdefault(dev, []).append(i)
+    for idx in joined.values():
+        flat = torch.cat([vectors[i][1] for i in idx]).float().cpu().tolist()
+        o = 0
+        for i in idx:
+            n = vectors[i][1].shape[0]
+            out[i] = flat[o:o + n]
+            o += n
+    return out
+
+
 def fetch_norms(steps: List[StepRecord]) -> None:
-    """The gradient norms of the looks (`StepRecord.vecs`: a vector per device and dtype): on the CPU
-    each vector is read as it is; elsewhere, those of a device are joined and copied once."""
-    on_device: Dict[Any, List[torch.Tensor]] = {}
-    for r in steps:
-        for dev, vec, _ in r.vecs:
-            if dev.type != "cpu":
-                on_device.setdefault(dev, []).append(vec)
-    host: Dict[Any, List[float]] = {dev: torch.cat(vecs).float().cpu().tolist() for dev, vecs in on_device.items()}
-    offsets = {dev: 0 for dev in host}
+    """The gradient norms of the looks (`StepRecord.vecs`: a vector per device and dtype)."""
+    values = iter(to_host([v for r in steps for v in r.vecs]))
     isfinite = math.isfinite
     for r in steps:
-        values: List[float] = []
-        for dev, vec, n in r.vecs:
-            if dev.type == "cpu":
-                values.extend(vec.tolist())
-            else:
-                o = offsets[dev]
-                values.extend(host[dev][o:o + n])
-                offsets[dev] = o + n
+        norms = [x for _ in r.vecs for x in next(values)]
         r.vecs = []
-        total = math.fsum(x * x for x in values)
+        total = math.fsum(x * x for x in norms)
         r.total = math.sqrt(total) if isfinite(total) else total
         if not isfinite(r.total):
-            r.bad = [p for p, x in zip(r.params, values) if not isfinite(x)]
+            r.bad = [p for p, x in zip(r.params, norms) if not isfinite(x)]
             if not r.bad:  # a finite but huge gradient whose square overflowed
                 r.total = math.inf
     _fetch_clip(steps)
@@ -86,10 +93,10 @@ def nonfinite_params(params: List[Any], uniform: bool = False) -> List[Any]:
     if not params:
         return []
     ordered: List[Any] = []
-    vecs: List[torch.Tensor] = []
+    vecs: List[Tuple[Any, torch.Tensor]] = []
     for ps, ts in ([(params, params)] if uniform else grouped(params, params)):
-        vecs.append(norm_vector(ts))
+        vecs.append((ts[0].device, norm_vector(ts)))
         ordered.extend(ps)
-    values = torch.cat([v.to("cpu") for v in vecs]).tolist() if len(vecs) > 1 else vecs[0].cpu().tolist()
+    values = [x for part in to_host(vecs) for x in part]
     bad = [p for p, x in zip(ordered, values) if not math.isfinite(x)]
     return [p for p in bad if nonfinite(p.detach())]  # not just a norm that overflowed

@@ -54,7 +54,9 @@ class ExplodingGradients(Check):
     def __init__(self, ctx, settings):
         super().__init__(ctx, settings)
         self.factor = float(settings["explode-factor"])
-        self.window = int(settings["explode-window"])
+        # the running median's window in steps, wide enough for three scheduled looks (a window of 50 steps
+        # with looks every 32 would hold one look and judge nothing)
+        self.window = max(int(settings["explode-window"]), 3 * int(settings["grad-every"]) + 1)
         self.warmup = int(settings["warmup-steps"])
         self.abs_norm = float(settings["explode-norm"])
         self.loss_factor = float(settings["explode-loss-factor"])

@@ -72,9 +72,10 @@ class CollapsedGradients(Check):
             s = self.states[rec.opt] = _State()
         loss = self._step_loss(rec)
         t = rec.total
-        if not math.isfinite(t) or rec.no_grads or (t == 0.0 and (rec.after_backward or not rec.tracked)):
+        if not math.isfinite(t) or rec.no_grads or (t == 0.0 and (rec.after_backward != "" or not rec.tracked)):
             # no gradient at all, or cleared between backward() and step(): TL108's finding (a norm of exactly
-            # 0 at a step whose clearing was not tracked is most likely that too: not a collapse)
+            # 0 at a step whose clearing was not tracked, or not known yet, is most likely that too: not a
+            # collapse)
             s.run, s.run_start = 0, None
             return
         if s.ref_norm is None:
