@@ -49,6 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainlint.runtime import watch
+from trainlint.runtime.settings import DEFAULTS
 
 
 def tiny():
@@ -111,8 +112,11 @@ def make_job(kind: str, steps: int, device: str):
         y = torch.randint(0, 10, (16, batch), generator=g).to(device)
         build = small_resnet
 
-    def job(stamps=None):
-        """`stamps`: a list to append the time after each step to (CPU timings)."""
+    def job(ctx=None, stamps=None):
+        """One training under `ctx` (a context manager: the watch, or nothing). Returns the wall and
+        process CPU time from just before `ctx` is entered to just after it is left (the watch attaches
+        and closes inside: its last flush and its checks' verdicts count; building the model does not).
+        `stamps`: a list to append the time to at the start, after each step and at the end."""
         torch.manual_seed(0)
         model = build().to(device)
         # Adam at its usual learning rate: every model learns (SGD with momentum 0.9 made the CNN's loss jump
@@ -122,17 +126,22 @@ def make_job(kind: str, steps: int, device: str):
             batches = ((x[i % 16], y[i % 16]) for i in range(steps))
         else:
             batches = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
-        loss = None
-        for xb, yb in batches:
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            if stamps is not None:
-                stamps.append(time.perf_counter())
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return loss
+        t0, c0 = time.perf_counter(), time.process_time()
+        if stamps is not None:
+            stamps.append(t0)
+        with ctx if ctx is not None else contextlib.nullcontext():
+            for xb, yb in batches:
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+                if stamps is not None:
+                    stamps.append(time.perf_counter())
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+        if stamps is not None:
+            stamps.append(time.perf_counter())
+        return time.perf_counter() - t0, time.process_time() - c0
 
     return job
 
@@ -150,24 +159,19 @@ def bench(kind: str, steps: int, repeats: int, device: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # anomaly mode warns that it is slow
         for name in VARIANTS:  # warm-up (lazy init, allocator, kernels)
-            with VARIANTS[name]():
-                job()
+            job(VARIANTS[name]())
         times = {name: [] for name in VARIANTS}
         cpu = {name: [] for name in VARIANTS}
         stepped = {name: [] for name in VARIANTS}  # per run: the duration of each step
         per_step = device == "cpu"
         for _ in range(repeats):  # interleaved, so that drifts of the machine hit every variant
-            for name, ctx in VARIANTS.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                stamps = [t0] if per_step else None
-                with ctx() as w:
-                    job(stamps)
-                # (timed from before the `with` to its end: attaching counts in the first step and what the
-                # watch does when it closes, the last flush and the checks' verdicts, as one more step)
-                times[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
+            for name, make in VARIANTS.items():
+                stamps = [] if per_step else None
+                w = make()
+                wall, cpu_s = job(w, stamps)  # (attaching counts in the first step, closing as one more)
+                times[name].append(wall)
+                cpu[name].append(cpu_s)
                 if per_step:
-                    stamps.append(time.perf_counter())
                     stepped[name].append([b - a for a, b in zip(stamps, stamps[1:])])
                 if name == "watch" and w.findings:
                     print(f"  (unexpected findings: {[d.code for d in w.findings]})", file=sys.stderr)
@@ -188,7 +192,7 @@ def bench(kind: str, steps: int, repeats: int, device: str):
     return med
 
 
-def count_syncs(steps: int, every: int = 50) -> None:
+def count_syncs(steps: int, every: int = DEFAULTS["every"]) -> None:
     """CUDA only: count host-device synchronisations of a watched run (excluding the plain ones)."""
     job = make_job("resnet", steps, "cuda")
 
@@ -197,8 +201,7 @@ def count_syncs(steps: int, every: int = 50) -> None:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                with ctx:
-                    job()
+                job(ctx)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(c.message) for c in caught)
@@ -256,8 +259,9 @@ def main(argv=None) -> int:
 
 
 def compare(kind: str, a) -> None:
-    """`--baseline`: the `watch` CPU-time ratio of `kind`, with the baseline's trainlint and with this
-    checkout's, in turns (each run in its own process, its trainlint first on PYTHONPATH)."""
+    """`--baseline`: the `watch` ratios of `kind` (median CPU time, per-step minimum), with the baseline's
+    trainlint and with this checkout's, in turns (each run in its own process, its trainlint first on
+    PYTHONPATH)."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     ratios = {"baseline": [], "this": []}
     floors = {"baseline": [], "this": []}
