@@ -767,7 +767,8 @@ def test_gradient_norms_of_an_optimizer_over_two_dtypes_are_read_per_group_and_n
             opt.zero_grad()
             out = tail(head(torch.randn(8, 4)).double())
             out.pow(2).mean().backward()
-            norms.append(math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in [*head.parameters(), *tail.parameters()])))
+            params = [*head.parameters(), *tail.parameters()]
+            norms.append(math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params)))
             if step == 4:
                 tail.bias.grad[0] = float("nan")  # after the backward: only the gradient is broken
             opt.step()
@@ -787,7 +788,8 @@ def test_gradient_norms_on_an_accelerator_are_joined_per_device_and_sliced_back_
 
     dev, cpu = _Device(), torch.device("cpu")
     a = StepRecord(None, 0, None, ["p", "q"], [(dev, torch.tensor([3.0, 4.0]))], 0)
-    b = StepRecord(None, 1, None, ["p", "q", "r"], [(dev, torch.tensor([1.0])), (cpu, torch.tensor([float("nan"), 2.0]))], 0)
+    b = StepRecord(None, 1, None, ["p", "q", "r"],
+                   [(dev, torch.tensor([1.0])), (cpu, torch.tensor([float("nan"), 2.0]))], 0)
     c = StepRecord(None, 2, None, ["p"], [(dev, torch.tensor([12.0]))], 0)
     fetch_norms([a, b, c])
     assert a.total == 5.0 and c.total == 12.0 and a.vecs == b.vecs == c.vecs == []

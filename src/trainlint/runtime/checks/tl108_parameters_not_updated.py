@@ -50,7 +50,9 @@ class ParametersNotUpdated(Check):
             return  # looked at for its norms only (a warm-up step, or a step whose loss jumped)
         kind = self._kind(rec)
         if not kind and rec.total == 0.0 and rec.after_backward is None:
-            return  # a norm of 0 where the tracker had nothing to compare with yet: zeroed after backward() or not, unknown
+            # a norm of 0 where the tracker had nothing to compare with yet: zeroed after backward() or not,
+            # unknown (counted neither way)
+            return
         s = self.states.get(rec.opt)
         if s is None:
             s = self.states[rec.opt] = _State()
