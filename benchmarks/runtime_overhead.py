@@ -15,7 +15,8 @@ time is the steadier of the two. On the CPU each step is timed too, and the "per
 over the steps, each step's shortest time among the runs: an interruption, another process or an
 unlucky cache hits a step in some runs, rarely the same step in all, so this estimate keeps the cost of
 the work a watched step adds (its one-time warm-up included) and drops most of the machine's noise
-(runs of the same code agreed within 0.5 points where the medians of whole runs differed by 2).
+(on a shared 2-core machine, runs of the same code agreed within 1 point where the medians of whole runs
+differed by up to 5).
 CUDA (when available, or
 --device cuda): a small ResNet-like CNN on synthetic on-device data; timings end with a
 `torch.cuda.synchronize()`. With --check-sync on CUDA, the watched run is repeated under
