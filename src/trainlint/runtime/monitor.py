@@ -59,7 +59,7 @@ class OptState:
     """What the monitor knows about one optimizer."""
 
     __slots__ = ("ref", "index", "label", "cls", "steps", "site", "primary", "param_ok_step",
-                 "params_bad", "plan", "checkable", "closure", "var", "depth", "look", "look_after",
+                 "params_bad", "plan", "closure", "var", "depth", "look", "look_after",
                  "track", "track_after", "__weakref__")
 
     def __init__(self, opt, index: int, primary: bool):
@@ -73,8 +73,7 @@ class OptState:
         self.primary = primary  # the first optimizer that stepped: its steps are "the" steps
         self.param_ok_step = -1
         self.params_bad = False
-        self.plan: Optional[Tuple[Any, List[Any], bool]] = None  # see Monitor._plan
-        self.checkable: Optional[Tuple[Any, List[Any]]] = None  # (plan, its parameters whose values are checked)
+        self.plan: Optional[Tuple[Any, List[Any], bool, List[Any]]] = None  # see Monitor._plan
         self.closure = False  # the step in progress was called with a closure (LBFGS, Lightning)
         # step() calls in progress: a subclass's step() calling super().step() runs the hooks twice when
         # torch has patched both classes' step (it patches the class of every optimizer it builds)
@@ -738,22 +737,23 @@ class Monitor:
         end = min(last, max(first, self._dense, _TRACKED_FIRST) + self.grad_every)
         return any(not scheduled(i) for i in range(first, end + 1))
 
-    def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool]:
-        """The optimizer's parameters as a flat list, rebuilt only when its param groups change, and
-        whether they share one device and one dtype (the usual case: one fused norm kernel, no grouping)."""
+    def _plan(self, st: OptState, opt) -> Tuple[Any, List[Any], bool, List[Any]]:
+        """The optimizer's parameters as a flat list, rebuilt only when its param groups change: (key,
+        parameters, whether they share one device and one dtype (the usual case: one fused norm kernel, no
+        grouping), those whose values the parameter check can read (`transfer.checkable_params`))."""
         groups = opt.param_groups
         key = [(id(g["params"]), len(g["params"])) for g in groups]
         plan = st.plan
         if plan is None or plan[0] != key:
             params = [p for g in groups for p in g["params"]]
-            plan = st.plan = (key, params, one_kind(params))
+            plan = st.plan = (key, params, one_kind(params), transfer.checkable_params(params))
         return plan
 
     def _record_step(self, st: OptState, opt) -> None:
         """A step `st` is taking that is looked at (every `grad-every` steps): its gradient norms (a vector
         per device and dtype, kept on the device until the flush), the norm before clipping, what happened
         to the gradients since the previous step."""
-        _, params, uniform = self._plan(st, opt)
+        _, params, uniform, _ = self._plan(st, opt)
         grads = [p.grad for p in params]
         for g in grads:
             if g is None or g.is_sparse:
@@ -763,14 +763,10 @@ class Monitor:
                 break
         ordered: List[Any] = []
         vecs: List[Any] = []
-        if grads:
-            # one vector of norms per device and dtype (stacked here: the flush reads each in one call)
-            if uniform:  # the usual case: one device, one dtype
-                ordered, vecs = params, [(grads[0].device, norm_vector(grads))]
-            else:
-                for ps, gs in grouped(params, grads):
-                    vecs.append((gs[0].device, norm_vector(gs)))
-                    ordered.extend(ps)
+        # one vector of norms per device and dtype (stacked here: the flush reads each in one call)
+        for ps, gs in grouped(params, grads, uniform):
+            vecs.append((gs[0].device, norm_vector(gs)))
+            ordered.extend(ps)
         rec = StepRecord(st, st.steps, self.epoch(), ordered, vecs, self.loss_count)
         rec.no_grads = not grads
         rec.closure = st.closure
@@ -903,11 +899,8 @@ class Monitor:
             opt = st.opt
             if opt is None or st.params_bad or st.steps == 0:
                 continue
-            plan = self._plan(st, opt)
-            checkable = st.checkable
-            if checkable is None or checkable[0] is not plan:
-                checkable = st.checkable = (plan, transfer.checkable_params(plan[1]))
-            bad = transfer.nonfinite_params(checkable[1], uniform=plan[2])
+            _, _, uniform, checkable = self._plan(st, opt)
+            bad = transfer.nonfinite_params(checkable, uniform=uniform)
             if bad:
                 st.params_bad = True
                 ok = max(st.param_ok_step, st.steps - 2) if after_finite_step and st.primary else st.param_ok_step

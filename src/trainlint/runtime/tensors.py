@@ -92,11 +92,12 @@ def one_kind(tensors: List[Any]) -> bool:
     return all(t.device == device and t.dtype == dtype for t in tensors)
 
 
-def grouped(params: List[Any], tensors: List[torch.Tensor]):
-    """Group (param, tensor) pairs by (device, dtype) for the fused norm kernels."""
+def grouped(params: List[Any], tensors: List[torch.Tensor], uniform: bool = False):
+    """Group (param, tensor) pairs by (device, dtype) for the fused norm kernels. `uniform`: the tensors
+    are known to share one device and dtype (a cached `one_kind`): one group, nothing read."""
     if not tensors:
         return []
-    if one_kind(tensors):
+    if uniform or one_kind(tensors):
         return [(params, tensors)]
     groups: Dict[Tuple[Any, Any], Tuple[List[Any], List[torch.Tensor]]] = {}
     for p, t in zip(params, tensors):

@@ -94,7 +94,7 @@ def nonfinite_params(params: List[Any], uniform: bool = False) -> List[Any]:
         return []
     ordered: List[Any] = []
     vecs: List[Tuple[Any, torch.Tensor]] = []
-    for ps, ts in ([(params, params)] if uniform else grouped(params, params)):
+    for ps, ts in grouped(params, params, uniform):
         vecs.append((ts[0].device, norm_vector(ts)))
         ordered.extend(ps)
     values = [x for part in to_host(vecs) for x in part]
